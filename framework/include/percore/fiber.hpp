@@ -1,0 +1,81 @@
+// Fibers: cheap cooperative threads on the current shard. App code runs in
+// them and reads like blocking code; a fiber suspends at I/O, timers, futures
+// and locks, never blocking its shard's thread.
+#pragma once
+
+#include <cstddef>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include "percore/detail/fiber_base.hpp"
+#include "percore/future.hpp"
+
+namespace percore {
+
+class task_queue;
+
+// How to start a fiber. stack_size 0 means the shard's default (pooled).
+struct spawn_options {
+    std::string_view name = "fiber";
+    std::size_t stack_size = 0;
+    task_queue* queue = nullptr;  // nullptr: the default queue
+};
+
+namespace detail {
+
+template <typename F, typename R>
+class spawned_fiber final : public fiber_base {
+public:
+    spawned_fiber(F&& fn, promise<R>&& p) : fn_(std::move(fn)), promise_(std::move(p)) {}
+
+    void run() noexcept override {
+        try {
+            if constexpr (std::is_void_v<R>) {
+                fn_();
+                promise_.set_value();
+            } else {
+                promise_.set_value(fn_());
+            }
+        } catch (...) {
+            promise_.set_exception(std::current_exception(), "fiber '" + name() + "'");
+        }
+    }
+
+private:
+    F fn_;
+    promise<R> promise_;
+};
+
+}  // namespace detail
+
+// Starts fn in a new fiber on the current shard; the future gives its result
+// or rethrows its exception. An exception nobody get()s is logged with the
+// fiber's name when the future is dropped.
+template <typename F>
+auto spawn(spawn_options options, F&& fn) -> future<std::invoke_result_t<std::decay_t<F>&>> {
+    using R = std::invoke_result_t<std::decay_t<F>&>;
+    using body = detail::spawned_fiber<std::decay_t<F>, R>;
+    promise<R> p;
+    auto f = p.get_future();
+    detail::create_fiber<body>(options.name, options.stack_size, options.queue,
+                               std::decay_t<F>(std::forward<F>(fn)), std::move(p));
+    return f;
+}
+
+template <typename F>
+auto spawn(F&& fn) {
+    return spawn(spawn_options{}, std::forward<F>(fn));
+}
+
+// Lets every other runnable fiber run once before continuing.
+void yield();
+
+// True when the running fiber has used its task quota (--task-quota-us) and
+// should yield; long loops call maybe_yield().
+bool need_preempt() noexcept;
+
+// Yields if need_preempt(): call it in long computations.
+void maybe_yield();
+
+}  // namespace percore

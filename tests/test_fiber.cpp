@@ -1,0 +1,129 @@
+#include <catch2/catch.hpp>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "percore/fiber.hpp"
+#include "percore/reactor.hpp"
+#include "percore/timer.hpp"
+#include "shards.hpp"
+
+using namespace percore;
+using percore::testing::run_in_reactor;
+
+TEST_CASE("spawn returns the fiber's value through a future") {
+    run_in_reactor([] {
+        auto f = spawn([] { return 42; });
+        REQUIRE(f.get() == 42);
+        auto g = spawn([] { return std::string("hello"); });
+        REQUIRE(g.get() == "hello");
+    });
+}
+
+TEST_CASE("fibers interleave at yield in FIFO order") {
+    run_in_reactor([] {
+        std::vector<int> order;
+        auto a = spawn([&] {
+            for (int i = 0; i < 3; ++i) {
+                order.push_back(i * 2);
+                yield();
+            }
+        });
+        auto b = spawn([&] {
+            for (int i = 0; i < 3; ++i) {
+                order.push_back(i * 2 + 1);
+                yield();
+            }
+        });
+        a.get();
+        b.get();
+        REQUIRE(order == std::vector<int>{0, 1, 2, 3, 4, 5});
+    });
+}
+
+TEST_CASE("an exception thrown in a fiber reaches whoever waits") {
+    run_in_reactor([] {
+        auto f = spawn([]() -> int { throw std::runtime_error("boom"); });
+        REQUIRE_THROWS_WITH(f.get(), "boom");
+    });
+}
+
+TEST_CASE("ten thousand concurrent fibers each suspending on a timer") {
+    run_in_reactor([] {
+        constexpr int n = 10'000;
+        std::vector<future<int>> futures;
+        futures.reserve(n);
+        int finished = 0;
+        for (int i = 0; i < n; ++i) {
+            futures.push_back(spawn([i, &finished] {
+                sleep_for(std::chrono::microseconds(100 + (i % 7) * 50));
+                ++finished;
+                return i;
+            }));
+        }
+        long sum = 0;
+        for (auto& f : futures) sum += f.get();
+        REQUIRE(finished == n);
+        REQUIRE(sum == static_cast<long>(n) * (n - 1) / 2);
+        REQUIRE(reactor::local().stats().fibers_spawned >= static_cast<std::uint64_t>(n));
+    });
+}
+
+TEST_CASE("a deep recursion fits a custom stack size") {
+    run_in_reactor([] {
+        auto f = spawn({.name = "deep", .stack_size = 1 << 20}, [] {
+            std::function<int(int)> depth = [&](int n) -> int {
+                volatile char pad[256];
+                pad[0] = static_cast<char>(n);
+                return n == 0 ? pad[0] : 1 + depth(n - 1);
+            };
+            return depth(2000);
+        });
+        REQUIRE(f.get() == 2000);
+    });
+}
+
+TEST_CASE("maybe_yield lets other fibers run once the task quota is spent") {
+    reactor_config config;
+    config.task_quota = std::chrono::microseconds(200);
+    percore::testing::run_in_shards(1, [] {
+        bool other_ran = false;
+        auto other = spawn([&] { other_ran = true; });
+        auto start = clock::now();
+        while (!other_ran && clock::now() - start < std::chrono::seconds(2)) maybe_yield();
+        REQUIRE(other_ran);
+        other.get();
+    }, config);
+}
+
+TEST_CASE("a dropped future's exception is logged, not lost, and does not crash") {
+    run_in_reactor([] {
+        { spawn({.name = "careless"}, []() -> void { throw std::runtime_error("nobody listens"); }); }
+        yield();
+        yield();
+        SUCCEED();
+    });
+}
+
+TEST_CASE("fibers still waiting at shutdown are unwound") {
+    static int unwound = 0;
+    unwound = 0;
+    run_in_reactor([] {
+        struct counter {
+            ~counter() { ++unwound; }
+        };
+        for (int i = 0; i < 10; ++i) {
+            spawn([] {
+                counter c;
+                sleep_for(std::chrono::hours(1));
+            });
+        }
+        yield();
+    });
+    REQUIRE(unwound == 10);
+}
+
+TEST_CASE("yield outside a fiber is a clear error") {
+    REQUIRE_THROWS_AS(yield(), std::logic_error);
+}
