@@ -68,7 +68,7 @@ void suspend() {
     fiber_base* f = require_fiber("suspend");
     if (f->interrupted_) throw_interrupted(f);
     f->state_ = fiber_state::suspended;
-    reactor::local().switch_to_reactor(f);
+    reactor::local().switch_out(f);
     if (f->interrupted_) throw_interrupted(f);
 }
 
@@ -76,7 +76,7 @@ void suspend_uninterruptible() {
     fiber_base* f = require_fiber("suspend");
     ++f->uninterruptible_;
     f->state_ = fiber_state::suspended;
-    reactor::local().switch_to_reactor(f);
+    reactor::local().switch_out(f);
     --f->uninterruptible_;
 }
 
@@ -113,7 +113,7 @@ void yield() {
     auto& r = reactor::local();
     f->state_ = detail::fiber_state::ready;
     r.schedule(f);
-    r.switch_to_reactor(f);
+    r.switch_out(f);
     if (f->interrupted_) detail::throw_interrupted(f);
 }
 
@@ -127,41 +127,70 @@ void maybe_yield() {
 }
 
 // --- the switch itself -------------------------------------------------------
+//
+// A fiber that gives up the CPU jumps straight to the next ready fiber; it
+// goes through the reactor only when nothing else is ready or the task quota
+// is spent. Every jump passes the fiber it leaves as the transfer's data, so
+// the side that arrives can store the left context (or free a finished
+// fiber, whose stack cannot be freed while running on it).
 
-void reactor::resume(detail::fiber_base* fiber) {
-    current_ = fiber;
-    fiber->state_ = detail::fiber_state::running;
-    ++stats_.tasks_run;
-    void* fake_stack = nullptr;
-    detail::asan_start_switch(&fake_stack, fiber->stack_.base, fiber->stack_.size);
-    transfer_t t = jump_fcontext(fiber->context_, fiber);
-    detail::asan_finish_switch(fake_stack, nullptr, nullptr);
-    current_ = nullptr;
-    if (fiber->state_ == detail::fiber_state::done) {
-        unlink_live(fiber);
-        detail::destroy_fiber(fiber);
+void reactor::jump(detail::fiber_base* from, detail::fiber_base* to) {
+    current_ = to;
+    boost::context::detail::fcontext_t target = main_context_;
+    const void* bottom = main_stack_bottom_;
+    std::size_t size = main_stack_size_;
+    if (to) {
+        to->state_ = detail::fiber_state::running;
+        ++stats_.tasks_run;
+        target = to->context_;
+        bottom = to->stack_.base;
+        size = to->stack_.size;
+    }
+    void** fake_stack = from ? &from->asan_fake_stack_ : &main_fake_stack_;
+    if (from && from->state_ == detail::fiber_state::done) fake_stack = nullptr;  // never coming back
+    detail::asan_start_switch(fake_stack, bottom, size);
+    transfer_t t = jump_fcontext(target, from);
+    detail::asan_finish_switch(from ? from->asan_fake_stack_ : main_fake_stack_, nullptr, nullptr);
+    arrived(t);
+}
+
+void reactor::arrived(transfer_t t) {
+    auto* left = static_cast<detail::fiber_base*>(t.data);
+    if (!left) {
+        main_context_ = t.fctx;
+    } else if (left->state_ == detail::fiber_state::done) {
+        unlink_live(left);
+        detail::destroy_fiber(left);
     } else {
-        fiber->context_ = t.fctx;
+        left->context_ = t.fctx;
     }
 }
 
-void reactor::switch_to_reactor(detail::fiber_base* from) {
-    detail::asan_start_switch(&from->asan_fake_stack_, main_stack_bottom_, main_stack_size_);
-    transfer_t t = jump_fcontext(main_context_, nullptr);
-    detail::asan_finish_switch(from->asan_fake_stack_, nullptr, nullptr);
-    main_context_ = t.fctx;
+void reactor::switch_out(detail::fiber_base* from) {
+    detail::fiber_base* next = nullptr;
+    // Reading the clock costs about as much as a switch: check the quota
+    // every 16 switches (a long-running fiber checks it in maybe_yield).
+    if (++switches_since_quota_check_ < 16 || clock::now() < quota_end_) {
+        next = pick_next_fiber();
+    }
+    if (switches_since_quota_check_ >= 16) switches_since_quota_check_ = 0;
+    if (next == from) {  // yielded with nobody else ready: carry on
+        from->state_ = detail::fiber_state::running;
+        return;
+    }
+    jump(from, next);
 }
 
 void reactor::fiber_entry(transfer_t t) {
     auto* fiber = static_cast<detail::fiber_base*>(t.data);
+    (void)fiber;
     reactor& r = local();
-    detail::asan_finish_switch(nullptr, &r.main_stack_bottom_, &r.main_stack_size_);
-    r.main_context_ = t.fctx;
-    fiber->run();
-    fiber->state_ = detail::fiber_state::done;
-    // A null fake-stack pointer tells ASan this stack is finished for good.
-    detail::asan_start_switch(nullptr, r.main_stack_bottom_, r.main_stack_size_);
-    jump_fcontext(r.main_context_, fiber);
+    detail::asan_finish_switch(nullptr, nullptr, nullptr);
+    r.arrived(t);
+    detail::fiber_base* self = r.current_;
+    self->run();
+    self->state_ = detail::fiber_state::done;
+    r.switch_out(self);
     __builtin_unreachable();
 }
 

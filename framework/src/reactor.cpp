@@ -2,6 +2,7 @@
 // only when no step found work.
 #include "percore/reactor.hpp"
 
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -59,6 +60,13 @@ reactor::reactor(unsigned shard_id, unsigned shard_count, const reactor_config& 
         throw io_error(err, "eventfd for shard " + std::to_string(shard_id));
     }
     wakeup_handler_ = std::make_unique<wakeup_handler>(*this);
+    pthread_attr_t attributes;
+    if (pthread_getattr_np(pthread_self(), &attributes) == 0) {
+        void* bottom = nullptr;
+        pthread_attr_getstack(&attributes, &bottom, &main_stack_size_);
+        main_stack_bottom_ = bottom;
+        pthread_attr_destroy(&attributes);
+    }
     local_reactor = this;
 }
 
@@ -118,16 +126,10 @@ bool reactor::run_ready_fibers() {
     if (default_queue_.empty()) return false;
     time_point start = clock::now();
     quota_end_ = start + config_.task_quota;
-    // Reading the clock costs about as much as a switch, so check the quota
-    // every few fibers; a fiber that runs long checks it itself (maybe_yield).
-    unsigned since_check = 0;
-    while (auto* fiber = default_queue_.pop()) {
-        resume(fiber);
-        if (++since_check == 16) {
-            since_check = 0;
-            if (clock::now() >= quota_end_) break;
-        }
-    }
+    switches_since_quota_check_ = 0;
+    // Fibers switch among themselves until none is ready or the quota is
+    // spent; then the last one jumps back here.
+    jump(nullptr, pick_next_fiber());
     stats_.busy_ns += nanoseconds(clock::now() - start);
     return true;
 }

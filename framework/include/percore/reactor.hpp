@@ -95,11 +95,15 @@ public:
     // Set by the app shell so that all shards can find each other.
     static void set_shard_table(std::vector<reactor*> table);
 
-    // The fiber switch (fiber.cpp).
-    void resume(detail::fiber_base* fiber);
-    void switch_to_reactor(detail::fiber_base* from);
+    // The fiber switch (fiber.cpp). `from`/`to` nullptr mean the reactor.
+    void jump(detail::fiber_base* from, detail::fiber_base* to);
+    // The current fiber gives up the CPU: to the next ready fiber, or to the
+    // reactor when none is ready or the task quota is spent.
+    void switch_out(detail::fiber_base* from);
     static void fiber_entry(boost::context::detail::transfer_t t);
     detail::fiber_base* current() const noexcept { return current_; }
+    // The scheduler's choice of what runs next (nullptr: nothing ready).
+    detail::fiber_base* pick_next_fiber() noexcept { return default_queue_.pop(); }
 
 private:
 
@@ -110,6 +114,7 @@ private:
     bool fire_expired_timers();
     void sleep_until_work();
 
+    void arrived(boost::context::detail::transfer_t t);
     void unlink_live(detail::fiber_base* fiber) noexcept;
     void shutdown_fibers();
     void arm_wakeup_read();
@@ -125,8 +130,10 @@ private:
     detail::fiber_base* live_head_ = nullptr;  // every fiber not yet finished
     std::size_t live_count_ = 0;
     boost::context::detail::fcontext_t main_context_ = nullptr;
+    unsigned switches_since_quota_check_ = 0;
     const void* main_stack_bottom_ = nullptr;  // for AddressSanitizer's fiber support
     std::size_t main_stack_size_ = 0;
+    void* main_fake_stack_ = nullptr;
     task_queue default_queue_{"default"};
     std::unique_ptr<detail::timer_heap> timers_;
     std::unique_ptr<detail::stack_pool> stacks_;

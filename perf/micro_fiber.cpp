@@ -1,0 +1,54 @@
+// Fiber and timer costs, measured inside a real reactor.
+#include <benchmark/benchmark.h>
+
+#include <memory>
+#include <vector>
+
+#include "percore/fiber.hpp"
+#include "percore/timer.hpp"
+
+using namespace percore;
+
+// Two fibers yield to each other; time per switch (each yield is one switch
+// away from the yielding fiber).
+static void fiber_switch(benchmark::State& state) {
+    bool done = false;
+    std::int64_t switches = 0;
+    auto partner = spawn([&] {
+        while (!done) {
+            ++switches;
+            yield();
+        }
+    });
+    for (auto _ : state) yield();
+    done = true;
+    yield();
+    partner.get();
+    // Every iteration is two switches: to the partner and back.
+    state.SetItemsProcessed(state.iterations() * 2);
+    state.counters["ns_per_switch"] = benchmark::Counter(
+        static_cast<double>(state.iterations() * 2), benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+    benchmark::DoNotOptimize(switches);
+}
+BENCHMARK(fiber_switch);
+
+// Spawn an empty fiber and wait for it.
+static void fiber_spawn_join(benchmark::State& state) {
+    for (auto _ : state) spawn([] {}).get();
+}
+BENCHMARK(fiber_spawn_join);
+
+// Arm a timer and cancel it, with 1000 other timers armed.
+static void timer_arm_cancel(benchmark::State& state) {
+    std::vector<std::unique_ptr<timer>> others;
+    for (int i = 0; i < 1000; ++i) {
+        others.push_back(std::make_unique<timer>([] {}));
+        others.back()->arm(std::chrono::hours(1) + std::chrono::milliseconds(i));
+    }
+    timer t([] {});
+    for (auto _ : state) {
+        t.arm(std::chrono::seconds(30));
+        t.cancel();
+    }
+}
+BENCHMARK(timer_arm_cancel);

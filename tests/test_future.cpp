@@ -1,0 +1,128 @@
+#include <catch2/catch.hpp>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "percore/fiber.hpp"
+#include "percore/future.hpp"
+#include "percore/timer.hpp"
+#include "shards.hpp"
+
+using namespace percore;
+using percore::testing::run_in_reactor;
+
+TEST_CASE("a promise fulfilled later wakes the fiber waiting in get()") {
+    run_in_reactor([] {
+        promise<int> p;
+        auto f = p.get_future();
+        auto producer = spawn([&] {
+            sleep_for(std::chrono::milliseconds(2));
+            p.set_value(7);
+        });
+        REQUIRE_FALSE(f.available());
+        REQUIRE(f.get() == 7);
+        REQUIRE_FALSE(f.valid());
+        producer.get();
+    });
+}
+
+TEST_CASE("exceptions travel from promise to future") {
+    run_in_reactor([] {
+        promise<void> p;
+        auto f = p.get_future();
+        p.set_exception(std::make_exception_ptr(std::runtime_error("nope")));
+        REQUIRE(f.available());
+        REQUIRE_THROWS_WITH(f.get(), "nope");
+    });
+}
+
+TEST_CASE("a promise destroyed without a value gives broken_promise") {
+    run_in_reactor([] {
+        future<int> f;
+        {
+            promise<int> p;
+            f = p.get_future();
+        }
+        REQUIRE_THROWS_AS(f.get(), broken_promise);
+    });
+}
+
+TEST_CASE("get with a deadline throws timeout_error and the late value is harmless") {
+    run_in_reactor([] {
+        promise<int> p;
+        auto f = p.get_future();
+        auto start = clock::now();
+        REQUIRE_THROWS_AS(f.get_for(std::chrono::milliseconds(5)), timeout_error);
+        REQUIRE(clock::now() - start >= std::chrono::milliseconds(5));
+        p.set_value(1);  // nobody waits any more: must not wake anything
+        sleep_for(std::chrono::milliseconds(1));
+    });
+}
+
+TEST_CASE("get with a deadline returns the value when it arrives first") {
+    run_in_reactor([] {
+        promise<std::string> p;
+        auto f = p.get_future();
+        auto producer = spawn([&] {
+            sleep_for(std::chrono::milliseconds(1));
+            p.set_value("in time");
+        });
+        REQUIRE(f.get_for(std::chrono::seconds(10)) == "in time");
+        producer.get();
+    });
+}
+
+TEST_CASE("when_all waits for every future and keeps their order") {
+    run_in_reactor([] {
+        std::vector<future<int>> futures;
+        for (int i = 0; i < 50; ++i) {
+            futures.push_back(spawn([i] {
+                sleep_for(std::chrono::microseconds((50 - i) * 20));
+                return i;
+            }));
+        }
+        auto values = when_all(futures);
+        REQUIRE(values.size() == 50);
+        for (int i = 0; i < 50; ++i) REQUIRE(values[i] == i);
+
+        auto a = spawn([] { return 1; });
+        auto b = spawn([] { return std::string("two"); });
+        auto c = spawn([] {});
+        auto [one, two, unit] = when_all(a, b, c);
+        REQUIRE(one == 1);
+        REQUIRE(two == "two");
+        (void)unit;
+    });
+}
+
+TEST_CASE("when_all rethrows the first failure after all finished") {
+    run_in_reactor([] {
+        int finished = 0;
+        std::vector<future<void>> futures;
+        futures.push_back(spawn([&] { throw std::runtime_error("first"); }));
+        futures.push_back(spawn([&] {
+            sleep_for(std::chrono::milliseconds(2));
+            ++finished;
+        }));
+        futures.push_back(spawn([&] { throw std::runtime_error("second"); }));
+        REQUIRE_THROWS_WITH(when_all(futures), "first");
+        REQUIRE(finished == 1);
+    });
+}
+
+TEST_CASE("make_ready_future and make_exception_future") {
+    run_in_reactor([] {
+        REQUIRE(make_ready_future<int>(5).get() == 5);
+        auto f = make_exception_future<int>(std::make_exception_ptr(std::logic_error("bad")));
+        REQUIRE_THROWS_AS(f.get(), std::logic_error);
+    });
+}
+
+TEST_CASE("get on a consumed future is a clear error") {
+    run_in_reactor([] {
+        auto f = make_ready_future<int>(1);
+        f.get();
+        REQUIRE_THROWS_AS(f.get(), std::logic_error);
+    });
+}
