@@ -1,6 +1,7 @@
 #include "percore/runtime.hpp"
 
 #include <numa.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/signalfd.h>
@@ -18,6 +19,7 @@
 #include "percore/fiber.hpp"
 #include "percore/io.hpp"
 #include "percore/log.hpp"
+#include "percore/smp.hpp"
 #include "percore/detail/wait_list.hpp"
 
 namespace percore {
@@ -63,6 +65,13 @@ void watch_signals(int signal_fd) {
             io_uring_prep_read(sqe, signal_fd, &info, sizeof(info), 0);
         });
         if (n == -ECANCELED) return;
+        if (n == -EAGAIN) {
+            // The fd is non-blocking: a read io_uring handed to a worker
+            // thread finds no signal yet. Wait until one is there.
+            int p = submit_io([&](io_uring_sqe* sqe) { io_uring_prep_poll_add(sqe, signal_fd, POLLIN); });
+            if (p == -ECANCELED) return;
+            continue;
+        }
         if (n != static_cast<int>(sizeof(info))) {
             logger().error("reading signals failed: {}", n < 0 ? std::strerror(-n) : "short read");
             return;
@@ -139,13 +148,27 @@ int run_shards(const runtime_config& config, std::function<int()> main) {
         constructed.count_down();
     };
 
+    // The cross-shard rings exist before any shard runs and outlive them all.
+    detail::smp_mesh_create(config.smp);
+    struct mesh_guard {
+        ~mesh_guard() { detail::smp_mesh_destroy(); }
+    } destroy_mesh_last;
+    // No reactor is destroyed while another still runs: a running shard may
+    // still wake() any other one.
+    std::latch all_stopped(config.smp);
+
     std::vector<std::thread> threads;
     for (unsigned s = 1; s < config.smp; ++s) {
         threads.emplace_back([&, s] {
             std::optional<reactor> r;
             build(s, r);
             go.wait();
-            if (!abort_start && r) r->run();
+            if (!abort_start && r) {
+                detail::smp_attach(*r);
+                r->run();
+                detail::smp_detach(*r);
+            }
+            all_stopped.arrive_and_wait();
         });
     }
 
@@ -168,6 +191,7 @@ int run_shards(const runtime_config& config, std::function<int()> main) {
             stop_waiters = &waiters;
             stop_poller stop_watch;
             r->add_poller(&stop_watch);
+            detail::smp_attach(*r);
             if (signal_fd >= 0) {
                 spawn({.name = "signals"}, [signal_fd] { watch_signals(signal_fd); });
             }
@@ -180,9 +204,11 @@ int run_shards(const runtime_config& config, std::function<int()> main) {
                 for (unsigned s = 0; s < config.smp; ++s) reactor::of_shard(s).request_stop();
             });
             r->run();
+            detail::smp_detach(*r);
             r->remove_poller(&stop_watch);
             stop_waiters = nullptr;
         }
+        all_stopped.arrive_and_wait();
         for (auto& t : threads) t.join();
         running = false;
         reactor::set_shard_table({});
