@@ -38,17 +38,24 @@ static void fiber_spawn_join(benchmark::State& state) {
 }
 BENCHMARK(fiber_spawn_join);
 
-// Arm a timer and cancel it, with 1000 other timers armed.
-static void timer_arm_cancel(benchmark::State& state) {
+// Arm a timer and cancel it with 1000 other timers armed. `later` arms a
+// deadline after all the others (the common case: timeouts are pushed
+// forward as time passes); `earliest` one before all of them (the heap's
+// worst case: it sifts to the root and back).
+static void timer_arm_cancel_with(benchmark::State& state, bool earliest) {
     std::vector<std::unique_ptr<timer>> others;
     for (int i = 0; i < 1000; ++i) {
         others.push_back(std::make_unique<timer>([] {}));
-        others.back()->arm(std::chrono::hours(1) + std::chrono::milliseconds(i));
+        others.back()->arm(std::chrono::seconds(60) + std::chrono::milliseconds(i));
     }
     timer t([] {});
+    auto delay = earliest ? std::chrono::seconds(30) : std::chrono::seconds(120);
     for (auto _ : state) {
-        t.arm(std::chrono::seconds(30));
+        t.arm(delay);
         t.cancel();
     }
 }
+static void timer_arm_cancel(benchmark::State& state) { timer_arm_cancel_with(state, false); }
+static void timer_arm_cancel_earliest(benchmark::State& state) { timer_arm_cancel_with(state, true); }
 BENCHMARK(timer_arm_cancel);
+BENCHMARK(timer_arm_cancel_earliest);

@@ -4,7 +4,10 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "percore/fiber.hpp"
+#include "percore/io.hpp"
 #include "percore/reactor.hpp"
 #include "percore/timer.hpp"
 #include "shards.hpp"
@@ -126,4 +129,58 @@ TEST_CASE("fibers still waiting at shutdown are unwound") {
 
 TEST_CASE("yield outside a fiber is a clear error") {
     REQUIRE_THROWS_AS(yield(), std::logic_error);
+}
+
+TEST_CASE("a fiber looping on yield() does not starve I/O completions or timers") {
+    run_in_reactor([] {
+        int fds[2];
+        REQUIRE(pipe(fds) == 0);
+        char byte = 0;
+        bool read_done = false;
+        auto reader = spawn([&] {
+            int n = submit_io([&](io_uring_sqe* sqe) { io_uring_prep_read(sqe, fds[0], &byte, 1, 0); });
+            read_done = n == 1;
+        });
+        bool timer_done = false;
+        auto sleeper = spawn([&] {
+            sleep_for(std::chrono::milliseconds(1));
+            timer_done = true;
+        });
+        yield();
+        REQUIRE(::write(fds[1], "x", 1) == 1);
+        // A lone busy fiber: only yield(), no sleep. The reactor must still
+        // get its turn to reap the read's completion and fire the timer.
+        auto deadline = clock::now() + std::chrono::seconds(10);
+        while ((!read_done || !timer_done) && clock::now() < deadline) yield();
+        REQUIRE(read_done);
+        REQUIRE(timer_done);
+        reader.get();
+        sleeper.get();
+        ::close(fds[0]);
+        ::close(fds[1]);
+    });
+}
+
+TEST_CASE("two fibers yielding to each other do not starve I/O either") {
+    run_in_reactor([] {
+        int fds[2];
+        REQUIRE(pipe(fds) == 0);
+        char byte = 0;
+        bool read_done = false;
+        auto reader = spawn([&] {
+            read_done = submit_io([&](io_uring_sqe* sqe) { io_uring_prep_read(sqe, fds[0], &byte, 1, 0); }) == 1;
+        });
+        yield();
+        REQUIRE(::write(fds[1], "x", 1) == 1);
+        auto deadline = clock::now() + std::chrono::seconds(10);
+        auto spinner = spawn([&] {
+            while (!read_done && clock::now() < deadline) yield();
+        });
+        while (!read_done && clock::now() < deadline) yield();
+        spinner.get();
+        REQUIRE(read_done);
+        reader.get();
+        ::close(fds[0]);
+        ::close(fds[1]);
+    });
 }

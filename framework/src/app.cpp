@@ -13,6 +13,7 @@
 
 #include "percore/errors.hpp"
 #include "percore/log.hpp"
+#include "percore/metrics.hpp"
 #include "uring_setup.hpp"
 
 namespace po = boost::program_options;
@@ -125,6 +126,9 @@ app::app(std::string name, std::string description)
         ("ring-depth", po::value<unsigned>()->default_value(1024), "io_uring submission queue entries per shard")
         ("task-quota-us", po::value<unsigned>()->default_value(500), "how long fibers run before the reactor polls again (microseconds)")
         ("idle-poll-us", po::value<unsigned>()->default_value(0), "busy-poll this long before a shard sleeps (microseconds)")
+        ("stall-threshold-ms", po::value<unsigned>()->default_value(25), "report fibers that run this long without yielding (0: off)")
+        ("stats", po::bool_switch(), "print per-shard and per-task-queue stats at exit")
+        ("metrics-port", po::value<unsigned>(), "serve Prometheus metrics on this TCP port (GET /metrics)")
         ("log-level", po::value<std::string>()->default_value("info"), "trace, debug, info, warn, error, critical or off");
 }
 
@@ -174,6 +178,13 @@ void app::configure() {
     config_.reactor.ring_depth = ring_depth;
     config_.reactor.task_quota = std::chrono::microseconds(quota);
     config_.reactor.idle_poll = std::chrono::microseconds(options_["idle-poll-us"].as<unsigned>());
+    unsigned stall_ms = options_["stall-threshold-ms"].as<unsigned>();
+    if (stall_ms > 3'600'000) throw config_error("--stall-threshold-ms must be at most 3600000 (0 turns it off)");
+    config_.reactor.stall_threshold = std::chrono::milliseconds(stall_ms);
+    if (options_.count("metrics-port") && (options_["metrics-port"].as<unsigned>() == 0 ||
+                                           options_["metrics-port"].as<unsigned>() > 65535)) {
+        throw config_error("--metrics-port must be between 1 and 65535");
+    }
     config_.handle_signals = true;
 }
 
@@ -209,7 +220,12 @@ int app::run(int argc, char** argv, std::function<int()> main) {
     logger().info("{}: {} shard{} {}{}", name_, config_.smp, config_.smp == 1 ? "" : "s", where, nodes);
 
     try {
-        return run_shards(config_, std::move(main));
+        auto table = std::make_shared<std::string>();
+        unsigned metrics_port = options_.count("metrics-port") ? options_["metrics-port"].as<unsigned>() : 0;
+        int result = run_shards(config_, detail::observed_main(std::move(main), metrics_port,
+                                                               options_["stats"].as<bool>(), table));
+        if (!table->empty()) std::fputs(table->c_str(), stdout);
+        return result;
     } catch (const config_error& e) {
         std::fprintf(stderr, "%s: error: %s\n", name_.c_str(), e.what());
         return 2;

@@ -14,13 +14,16 @@
 #include "percore/errors.hpp"
 #include "percore/log.hpp"
 #include "stack_pool.hpp"
+#include "stall_detector.hpp"
 #include "timer_heap.hpp"
 #include "uring_setup.hpp"
 
 namespace percore {
 
+thread_local constinit reactor* detail::local_reactor = nullptr;
+using detail::local_reactor;
+
 namespace {
-thread_local reactor* local_reactor = nullptr;
 std::vector<reactor*> shard_table;
 
 std::uint64_t nanoseconds(duration d) {
@@ -67,6 +70,13 @@ reactor::reactor(unsigned shard_id, unsigned shard_count, const reactor_config& 
         main_stack_bottom_ = bottom;
         pthread_attr_destroy(&attributes);
     }
+    try {
+        init_scheduler();
+    } catch (...) {
+        io_uring_queue_exit(&ring_);
+        ::close(wakeup_fd_);
+        throw;
+    }
     local_reactor = this;
 }
 
@@ -75,6 +85,7 @@ reactor::~reactor() {
         logger().error("shard {}: {} fibers never finished; their stacks are leaked", shard_id_,
                        live_count_);
     }
+    close_scheduler();
     io_uring_queue_exit(&ring_);
     ::close(wakeup_fd_);
     if (local_reactor == this) local_reactor = nullptr;
@@ -84,8 +95,6 @@ reactor& reactor::local() {
     if (!local_reactor) throw std::logic_error("no percore reactor runs on this thread");
     return *local_reactor;
 }
-
-reactor* reactor::local_or_null() noexcept { return local_reactor; }
 
 reactor& reactor::of_shard(unsigned shard) {
     if (shard >= shard_table.size() || !shard_table[shard]) {
@@ -111,7 +120,7 @@ void reactor::run() {
         worked |= poll_pollers();
         worked |= reap_completions();
         worked |= fire_expired_timers();
-        if (worked || !default_queue_.empty()) {
+        if (worked || !runnable_.empty()) {
             if (config_.idle_poll.count() > 0) last_work = clock::now();
             continue;
         }
@@ -123,14 +132,17 @@ void reactor::run() {
 }
 
 bool reactor::run_ready_fibers() {
-    if (default_queue_.empty()) return false;
+    if (runnable_.empty()) return false;
     time_point start = clock::now();
-    quota_end_ = start + config_.task_quota;
-    switches_since_quota_check_ = 0;
-    // Fibers switch among themselves until none is ready or the quota is
-    // spent; then the last one jumps back here.
-    jump(nullptr, pick_next_fiber());
-    stats_.busy_ns += nanoseconds(clock::now() - start);
+    start_turn_alarms(start);
+    task_queue* q = heap_pop();
+    begin_slice(q, start);
+    // Fibers switch among themselves (queue by queue) until none is ready or
+    // the alarm asks to preempt; then the last one jumps back here.
+    jump(nullptr, q->pop());
+    time_point end = clock::now();
+    end_slice(end);
+    stats_.busy_ns += nanoseconds(end - start);
     return true;
 }
 
@@ -142,13 +154,19 @@ bool reactor::poll_pollers() {
 
 bool reactor::reap_completions() {
     if (inflight_ == 0 && io_uring_sq_ready(&ring_) == 0) return false;
-    stats_.io_submitted += io_uring_sq_ready(&ring_);
-    ++stats_.io_enter_calls;
-    // One system call submits this turn's batch and, with DEFER_TASKRUN, runs
-    // the deferred completion work so the CQEs below are there to read.
-    int r = io_uring_submit_and_get_events(&ring_);
-    if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
-        logger().error("shard {}: io_uring_enter failed: {}", shard_id_, std::strerror(-r));
+    // Enter the kernel only when there is something to submit, or when it
+    // flagged deferred completion work (IORING_SETUP_TASKRUN_FLAG) or a CQ
+    // overflow: an idle turn with I/O merely in flight costs no system call.
+    unsigned kernel_flags = IO_URING_READ_ONCE(*ring_.sq.kflags);
+    if (io_uring_sq_ready(&ring_) > 0 || (kernel_flags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW))) {
+        stats_.io_submitted += io_uring_sq_ready(&ring_);
+        ++stats_.io_enter_calls;
+        // One system call submits this turn's batch and, with DEFER_TASKRUN,
+        // runs the deferred completion work so the CQEs below are there.
+        int r = io_uring_submit_and_get_events(&ring_);
+        if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
+            logger().error("shard {}: io_uring_enter failed: {}", shard_id_, std::strerror(-r));
+        }
     }
     unsigned head;
     unsigned seen = 0;
@@ -281,7 +299,7 @@ void reactor::shutdown_fibers() {
         }
         reap_completions();
         fire_expired_timers();
-        if (default_queue_.empty() && inflight_ > 0) {
+        if (runnable_.empty() && inflight_ > 0) {
             __kernel_timespec ts{0, 10'000'000};
             io_uring_cqe* cqe = nullptr;
             io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);

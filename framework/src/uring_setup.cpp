@@ -11,7 +11,8 @@ namespace percore {
 
 int setup_ring(io_uring& ring, unsigned depth) {
     io_uring_params params{};
-    params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE;
+    params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE |
+                   IORING_SETUP_TASKRUN_FLAG;
     params.cq_entries = depth * 4;  // multishot operations post many CQEs per SQE
     int r = io_uring_queue_init_params(depth, &ring, &params);
     if (r == -EINVAL) {

@@ -23,7 +23,7 @@ public:
 
     // Declares app-specific options next to the shell's own (--smp, --cpuset,
     // --overprovisioned, --ring-depth, --task-quota-us, --idle-poll-us,
-    // --log-level, --help).
+    // --stall-threshold-ms, --stats, --metrics-port, --log-level, --help).
     boost::program_options::options_description_easy_init add_options();
 
     // Parses argv, starts the shards and runs `main` in a fiber on shard 0.

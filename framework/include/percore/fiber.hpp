@@ -47,6 +47,9 @@ private:
     promise<R> promise_;
 };
 
+// Throws std::invalid_argument unless `queue` belongs to the calling shard.
+void check_queue(task_queue* queue);
+
 }  // namespace detail
 
 // Starts fn in a new fiber on the current shard; the future gives its result
@@ -56,6 +59,7 @@ template <typename F>
 auto spawn(spawn_options options, F&& fn) -> future<std::invoke_result_t<std::decay_t<F>&>> {
     using R = std::invoke_result_t<std::decay_t<F>&>;
     using body = detail::spawned_fiber<std::decay_t<F>, R>;
+    if (options.queue) detail::check_queue(options.queue);
     promise<R> p;
     auto f = p.get_future();
     detail::create_fiber<body>(options.name, options.stack_size, options.queue,
@@ -68,7 +72,22 @@ auto spawn(F&& fn) {
     return spawn(spawn_options{}, std::forward<F>(fn));
 }
 
-// Lets every other runnable fiber run once before continuing.
+// Starts fn in a new fiber in task queue `queue` (scheduling.hpp), which must
+// belong to the calling shard.
+template <typename F>
+auto spawn_into(task_queue& queue, spawn_options options, F&& fn) {
+    options.queue = &queue;
+    return spawn(options, std::forward<F>(fn));
+}
+
+template <typename F>
+auto spawn_into(task_queue& queue, F&& fn) {
+    return spawn_into(queue, spawn_options{}, std::forward<F>(fn));
+}
+
+// Lets every other runnable fiber of the caller's task queue run once before
+// continuing (other queues get the CPU when the quota is spent or the queue
+// runs dry, by their shares).
 void yield();
 
 // True when the running fiber has used its task quota (--task-quota-us) and

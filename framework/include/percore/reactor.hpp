@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <memory>
 #include <new>
+#include <string>
 #include <vector>
 
 #include "percore/clock.hpp"
@@ -22,9 +23,14 @@
 
 namespace percore {
 
+class reactor;
+
 namespace detail {
 class timer_heap;
 class stack_pool;
+class stall_detector;
+// The reactor of this thread (constinit: read without a TLS wrapper call).
+extern thread_local constinit reactor* local_reactor;
 }  // namespace detail
 
 // Tunables of one reactor; the app shell fills them from its options.
@@ -33,6 +39,7 @@ struct reactor_config {
     std::chrono::microseconds task_quota{500};      // --task-quota-us
     std::size_t stack_size = 128 * 1024;            // default fiber stack
     std::chrono::microseconds idle_poll{0};         // busy-poll this long before sleeping
+    std::chrono::milliseconds stall_threshold{25};  // --stall-threshold-ms; 0: no stall detector
 };
 
 // Something the reactor polls every turn (the inbound cross-shard rings...).
@@ -55,7 +62,7 @@ public:
 
     // The reactor of the calling thread; throws std::logic_error if none.
     static reactor& local();
-    static reactor* local_or_null() noexcept;
+    static reactor* local_or_null() noexcept { return detail::local_reactor; }
     // Reactor of any shard of the running set (for cross-shard wake-ups).
     static reactor& of_shard(unsigned shard);
 
@@ -82,15 +89,33 @@ public:
     task_queue& default_queue() noexcept { return default_queue_; }
     shard_stats& stats() noexcept { return stats_; }
 
-    // Whether the running fibers used up the task quota (see need_preempt()).
-    bool need_preempt() const noexcept { return clock::now() >= quota_end_; }
+    // Task queues (scheduling.hpp): a new one on this shard, and all of them
+    // (the default queue first).
+    task_queue& create_queue(unsigned shares, latency lat, std::string name);
+    const std::vector<task_queue*>& queues() const noexcept { return queues_; }
+
+    // Whether the running fiber should yield: the task quota is spent or a
+    // latency-sensitive queue waits. Two loads: the preemption ring's CQ tail
+    // (the kernel posts a CQE there when the alarm fires) against the last
+    // tail this reactor consumed.
+    bool need_preempt() const noexcept {
+        return __atomic_load_n(preempt_tail_, __ATOMIC_RELAXED) != preempt_seen_;
+    }
+    // Makes need_preempt() true until the next loop turn.
+    void request_preempt() noexcept { preempt_seen_ = *preempt_tail_ + 0x80000000u; }
 
     // Internal interfaces of the fiber, timer and I/O modules.
     detail::timer_heap& timers() noexcept { return *timers_; }
     detail::stack_pool& stacks() noexcept { return *stacks_; }
     io_uring_sqe* get_sqe(completion_handler* handler, unsigned then_more);
     void cancel_io_on_fd(int fd);
-    void schedule(detail::fiber_base* fiber) noexcept { fiber->queue()->push(fiber); }
+    // Makes a fiber runnable in its queue; a queue that was idle becomes runnable.
+    void schedule(detail::fiber_base* fiber) noexcept {
+        task_queue* q = fiber->queue_;
+        q->push(fiber);
+        if (q->sample_all_ || --delay_sample_countdown_ == 0) stamp_ready(fiber);
+        if (!q->scheduled_) activate(q);
+    }
     void on_fiber_created(detail::fiber_base* fiber) noexcept;
     // Set by the app shell so that all shards can find each other.
     static void set_shard_table(std::vector<reactor*> table);
@@ -102,8 +127,20 @@ public:
     void switch_out(detail::fiber_base* from);
     static void fiber_entry(boost::context::detail::transfer_t t);
     detail::fiber_base* current() const noexcept { return current_; }
-    // The scheduler's choice of what runs next (nullptr: nothing ready).
-    detail::fiber_base* pick_next_fiber() noexcept { return default_queue_.pop(); }
+    // The scheduler's choice of what runs next from inside a fiber (nullptr:
+    // back to the reactor, because nothing is ready or it must preempt). The
+    // running queue goes on until empty or preempted; only then are queues
+    // compared (switch_queue).
+    detail::fiber_base* pick_next_fiber() noexcept {
+        if (need_preempt()) return nullptr;
+        if (!urgent_) {
+            if (auto* f = running_queue_->pop()) return f;
+        }
+        return switch_queue();
+    }
+    // A progress count for the stall detector: changes at every switch and turn.
+    std::uint64_t progress() const noexcept { return stats_.tasks_run + stats_.loop_turns; }
+    bool sleeping() const noexcept { return sleeping_.load(std::memory_order_relaxed); }
 
 private:
 
@@ -120,21 +157,58 @@ private:
     void arm_wakeup_read();
     void send_wakeup() noexcept;
 
+    // The scheduler (scheduling.cpp).
+    void activate(task_queue* q) noexcept;
+    detail::fiber_base* switch_queue() noexcept;
+    void begin_slice(task_queue* q, time_point now) noexcept;
+    void end_slice(time_point now) noexcept;
+    void heap_push(task_queue* q) noexcept;
+    task_queue* heap_pop() noexcept;
+    void heap_sift_up(int i) noexcept;
+    void heap_sift_down(int i) noexcept;
+    void stamp_ready(detail::fiber_base* fiber) noexcept;
+    void record_delay(detail::fiber_base* fiber) noexcept;
+    void init_scheduler();
+    void close_scheduler() noexcept;
+    void start_turn_alarms(time_point now);
+    bool arm_alarm(std::uint64_t tag, time_point deadline) noexcept;
+    void arm_for_due_timers() noexcept;
+
     unsigned shard_id_;
     unsigned shard_count_;
     reactor_config config_;
     io_uring ring_{};
     unsigned inflight_ = 0;  // operations whose final CQE has not arrived
-    time_point quota_end_{};
+    // Hot scheduling state first: need_preempt() and pick_next_fiber() read it.
+    const unsigned* preempt_tail_ = nullptr;
+    unsigned preempt_seen_ = 0;
+    bool urgent_ = false;  // a latency queue became runnable while another ran
+    task_queue* running_queue_ = nullptr;
+    unsigned delay_sample_countdown_ = 64;
     detail::fiber_base* current_ = nullptr;
     detail::fiber_base* live_head_ = nullptr;  // every fiber not yet finished
     std::size_t live_count_ = 0;
     boost::context::detail::fcontext_t main_context_ = nullptr;
-    unsigned switches_since_quota_check_ = 0;
     const void* main_stack_bottom_ = nullptr;  // for AddressSanitizer's fiber support
     std::size_t main_stack_size_ = 0;
     void* main_fake_stack_ = nullptr;
     task_queue default_queue_{"default"};
+    std::vector<task_queue*> queues_;                   // default_queue_ first
+    std::vector<std::unique_ptr<task_queue>> own_queues_;
+    std::vector<task_queue*> runnable_;                 // min-heap on vruntime
+    std::uint64_t min_vruntime_ = 0;
+    time_point slice_start_{};
+    unsigned latency_queues_ = 0;
+    // The preemption alarm: timeouts on a plain ring of its own (no
+    // DEFER_TASKRUN), so the kernel posts their CQEs while a fiber runs.
+    io_uring preempt_ring_{};
+    bool quota_alarm_pending_ = false;
+    time_point quota_deadline_{};
+    unsigned extra_alarms_ = 0;                      // pending early alarms (latency)
+    time_point extra_deadline_ = time_point::max();  // the earliest of them
+    __kernel_timespec alarm_ts_{};
+    std::unique_ptr<detail::stall_detector> stall_detector_;
+    friend class detail::stall_detector;
     std::unique_ptr<detail::timer_heap> timers_;
     std::unique_ptr<detail::stack_pool> stacks_;
     std::vector<poller*> pollers_;

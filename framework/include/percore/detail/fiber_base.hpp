@@ -62,6 +62,7 @@ public:
     bool interrupted_ = false;             // resume by throwing shutdown_error
     bool timed_out_ = false;               // set by suspend_until's timer
     std::uint8_t uninterruptible_ = 0;     // waiting for the kernel: may not unwind
+    std::int64_t ready_at_ns_ = 0;         // when made ready, if its queue delay is sampled
     std::string name_;
     void* asan_fake_stack_ = nullptr;
 };
