@@ -1,0 +1,479 @@
+// Sockets over io_uring. The hot path is connection::read / write_all: they
+// may try the plain non-blocking syscall first (net_tuning) and go through
+// the ring only when the socket would block.
+#include "percore/net.hpp"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "percore/detail/wait_list.hpp"
+#include "percore/errors.hpp"
+#include "percore/fiber.hpp"
+#include "percore/io.hpp"
+#include "percore/log.hpp"
+#include "percore/reactor.hpp"
+
+namespace percore {
+
+net_tuning& default_net_tuning() noexcept {
+    static net_tuning tuning;
+    return tuning;
+}
+
+namespace {
+
+bool would_block(int error) {
+    return error == EAGAIN || error == EWOULDBLOCK || error == EINTR;
+}
+
+bool shard_stopping() {
+    auto* r = reactor::local_or_null();
+    return r && r->stop_requested();
+}
+
+// Turns a failed operation into the right exception: the shard stopping,
+// a deadline, or an io_error with the context.
+[[noreturn]] void throw_failure(int error, const std::string& what) {
+    if (error == ECANCELED && shard_stopping()) {
+        throw shutdown_error("shard " + std::to_string(this_shard_id()) + " is stopping: " + what +
+                             " cancelled");
+    }
+    if (error == ETIME) throw timeout_error(what + ": deadline passed");
+    throw io_error(error, what);
+}
+
+void set_option(int fd, int level, int name, int value, const char* what) {
+    if (::setsockopt(fd, level, name, &value, sizeof(value)) != 0) {
+        throw io_error(errno, std::string("setsockopt ") + what);
+    }
+}
+
+socket_address query_address(int fd, bool peer) {
+    sockaddr_storage storage{};
+    socklen_t length = sizeof(storage);
+    auto* address = reinterpret_cast<sockaddr*>(&storage);
+    int r = peer ? ::getpeername(fd, address, &length) : ::getsockname(fd, address, &length);
+    if (r != 0) throw io_error(errno, peer ? "getpeername" : "getsockname");
+    return socket_address(address, length);
+}
+
+std::string describe_peer(int fd) {
+    try {
+        return query_address(fd, true).to_string();
+    } catch (const io_error&) {
+        return "fd " + std::to_string(fd);  // the peer is gone already
+    }
+}
+
+}  // namespace
+
+// --- connection ------------------------------------------------------------------
+
+connection::connection(connection&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)), last_read_full_(other.last_read_full_) {}
+
+connection& connection::operator=(connection&& other) noexcept {
+    if (this != &other) {
+        close();
+        fd_ = std::exchange(other.fd_, -1);
+        last_read_full_ = other.last_read_full_;
+    }
+    return *this;
+}
+
+connection::~connection() {
+    close();
+}
+
+template <typename Prepare>
+int connection::ring_op(Prepare&& prepare, std::optional<time_point> deadline) {
+    ++inflight_;
+    int r = submit_io(std::forward<Prepare>(prepare), deadline);
+    if (--inflight_ == 0 && closer_) detail::make_ready(static_cast<detail::fiber_base*>(closer_));
+    return r;
+}
+
+void connection::throw_error(int error, const char* what) const {
+    if (error == ECANCELED && closing_) {
+        throw io_error(ECANCELED, std::string(what) + ": connection closed meanwhile");
+    }
+    throw_failure(error, std::string(what) + " (peer " + describe_peer(fd_) + ")");
+}
+
+std::size_t connection::read(std::span<char> buffer, std::optional<time_point> deadline) {
+    if (fd_ < 0) throw io_error(EBADF, "read on a closed connection");
+    if (buffer.empty()) return 0;
+    const net_tuning& tuning = default_net_tuning();
+    bool speculate = tuning.recv == net_tuning::recv_policy::always ||
+                     (tuning.recv == net_tuning::recv_policy::after_full && last_read_full_);
+    bool likely_empty = !last_read_full_;
+    if (speculate) {
+        ssize_t n = ::recv(fd_, buffer.data(), buffer.size(), MSG_DONTWAIT);
+        if (n >= 0) {
+            last_read_full_ = static_cast<std::size_t>(n) == buffer.size();
+            return static_cast<std::size_t>(n);
+        }
+        if (!would_block(errno)) throw_error(errno, "recv");
+        likely_empty = true;
+    }
+    bool poll_first = tuning.poll_first && likely_empty;
+    int r = ring_op(
+        [&](io_uring_sqe* sqe) {
+            io_uring_prep_recv(sqe, fd_, buffer.data(), buffer.size(), 0);
+            if (poll_first) sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+        },
+        deadline);
+    if (r < 0) throw_error(-r, "recv");
+    if (closing_) throw_error(ECANCELED, "recv");
+    last_read_full_ = static_cast<std::size_t>(r) == buffer.size();
+    return static_cast<std::size_t>(r);
+}
+
+void connection::write_all(std::string_view data) {
+    if (fd_ < 0) throw io_error(EBADF, "write on a closed connection");
+    const char* p = data.data();
+    std::size_t left = data.size();
+    if (left > 0 && default_net_tuning().send_first) {
+        ssize_t n = ::send(fd_, p, left, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n >= 0) {
+            p += n;
+            left -= static_cast<std::size_t>(n);
+        } else if (!would_block(errno)) {
+            throw_error(errno, "send");
+        }
+    }
+    while (left > 0) {
+        int r =
+            ring_op([&](io_uring_sqe* sqe) { io_uring_prep_send(sqe, fd_, p, left, MSG_NOSIGNAL); },
+                    std::nullopt);
+        if (r < 0) throw_error(-r, "send");
+        p += r;
+        left -= static_cast<std::size_t>(r);
+    }
+}
+
+void connection::write_all(std::span<const iovec> pieces) {
+    if (fd_ < 0) throw io_error(EBADF, "write on a closed connection");
+    std::size_t total = 0;
+    for (const auto& piece : pieces) total += piece.iov_len;
+    if (total == 0) return;
+    if (pieces.size() == 1) {
+        write_all(
+            std::string_view(static_cast<const char*>(pieces[0].iov_base), pieces[0].iov_len));
+        return;
+    }
+    // sendmsg takes at most IOV_MAX pieces; a mutable copy lets a partial
+    // send resume in the middle of a piece.
+    std::vector<iovec> rest(pieces.begin(), pieces.end());
+    std::size_t first = 0;
+    auto advance = [&](std::size_t n) {
+        total -= n;
+        while (n > 0 && first < rest.size()) {
+            std::size_t step = std::min(n, rest[first].iov_len);
+            rest[first].iov_base = static_cast<char*>(rest[first].iov_base) + step;
+            rest[first].iov_len -= step;
+            n -= step;
+            if (rest[first].iov_len == 0) ++first;
+        }
+        while (first < rest.size() && rest[first].iov_len == 0) ++first;
+    };
+    auto header = [&] {
+        msghdr msg{};
+        msg.msg_iov = rest.data() + first;
+        msg.msg_iovlen = std::min<std::size_t>(rest.size() - first, IOV_MAX);
+        return msg;
+    };
+    if (default_net_tuning().send_first) {
+        msghdr msg = header();
+        ssize_t n = ::sendmsg(fd_, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n >= 0) {
+            advance(static_cast<std::size_t>(n));
+        } else if (!would_block(errno)) {
+            throw_error(errno, "sendmsg");
+        }
+    }
+    while (total > 0) {
+        msghdr msg = header();
+        int r =
+            ring_op([&](io_uring_sqe* sqe) { io_uring_prep_sendmsg(sqe, fd_, &msg, MSG_NOSIGNAL); },
+                    std::nullopt);
+        if (r < 0) throw_error(-r, "sendmsg");
+        advance(static_cast<std::size_t>(r));
+    }
+}
+
+void connection::shutdown(int how) {
+    if (fd_ < 0) throw io_error(EBADF, "shutdown on a closed connection");
+    if (::shutdown(fd_, how) != 0 && errno != ENOTCONN) {
+        throw io_error(errno, "shutdown (peer " + describe_peer(fd_) + ")");
+    }
+}
+
+void connection::close() noexcept {
+    if (fd_ < 0) return;
+    if (inflight_ > 0) {
+        closing_ = true;
+        if (detail::current_fiber()) {
+            // Cancel while fd_ is still open (the cancel looks the file up
+            // when the ring submits it), then let the waiters unwind.
+            cancel_io_on_fd(fd_);
+            closer_ = detail::current_fiber();
+            while (inflight_ > 0) detail::suspend_uninterruptible();
+            closer_ = nullptr;
+        } else {
+            ::shutdown(fd_, SHUT_RDWR);  // off the shards: at least wake the waiters
+        }
+    }
+    ::close(fd_);
+    fd_ = -1;
+}
+
+socket_address connection::peer_address() const {
+    if (fd_ < 0) throw io_error(EBADF, "peer_address of a closed connection");
+    return query_address(fd_, true);
+}
+
+socket_address connection::local_address() const {
+    if (fd_ < 0) throw io_error(EBADF, "local_address of a closed connection");
+    return query_address(fd_, false);
+}
+
+void connection::set_nodelay(bool on) {
+    if (fd_ < 0) throw io_error(EBADF, "set_nodelay on a closed connection");
+    set_option(fd_, IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0, "TCP_NODELAY");
+}
+
+connection connect(const socket_address& address, std::optional<duration> timeout) {
+    int fd = ::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw io_error(errno, "socket for connecting to " + address.to_string());
+    connection conn(fd);
+    std::optional<time_point> deadline;
+    if (timeout) deadline = clock::now() + *timeout;
+    int r = submit_io(
+        [&](io_uring_sqe* sqe) {
+            io_uring_prep_connect(sqe, fd, address.native(), address.length());
+        },
+        deadline);
+    if (r < 0) throw_failure(-r, "connect to " + address.to_string());
+    if (!address.is_unix()) conn.set_nodelay(true);
+    return conn;
+}
+
+// --- listener ----------------------------------------------------------------------
+
+// Shared by the listener and the fibers in accept(), and the completion
+// handler of the multishot accept: it must outlive the kernel's request.
+struct listener::state final : completion_handler {
+    int fd = -1;
+    socket_address address;
+    listen_options options;
+    std::deque<int> accepted;
+    detail::wait_list waiters;
+    bool multishot = true;
+    bool armed = false;    // a multishot accept is in the kernel
+    bool pausing = false;  // its cancel (queue full) is on the way
+    bool closed = false;
+    int pending_error = 0;
+    unsigned single_inflight = 0;
+    detail::fiber_base* closer = nullptr;
+    std::shared_ptr<state> keep_alive;  // set when closed off the shards with a request in flight
+
+    ~state() {
+        for (int fd : accepted) ::close(fd);
+    }
+
+    void arm() {
+        io_uring_sqe* sqe = get_sqe(this);
+        io_uring_prep_multishot_accept(sqe, fd, nullptr, nullptr, SOCK_CLOEXEC);
+        armed = true;
+    }
+
+    void complete(int result, std::uint32_t flags) noexcept override {
+        bool more = flags & IORING_CQE_F_MORE;
+        if (!more) {
+            armed = false;
+            pausing = false;
+        }
+        if (result >= 0) {
+            if (closed) {
+                ::close(result);
+            } else {
+                accepted.push_back(result);
+                waiters.wake_one();
+                if (armed && !pausing && accepted.size() >= options.accept_queue) {
+                    // Full: stop the multishot; the kernel's backlog holds the rest.
+                    io_uring_sqe* sqe = get_sqe(nullptr);
+                    io_uring_prep_cancel(sqe, this, 0);
+                    pausing = true;
+                }
+            }
+        } else if (!closed && result != -ECANCELED) {
+            if (result == -EINVAL && more == false && multishot) {
+                logger().info("multishot accept refused by the kernel on {}: one accept per call",
+                              address.to_string());
+                multishot = false;
+            } else {
+                pending_error = -result;
+            }
+        }
+        if (!more) {
+            waiters.wake_all();  // somebody must re-arm, or see the error
+            if (closer && single_inflight == 0) detail::make_ready(closer);
+            if (keep_alive) {
+                auto last = std::move(keep_alive);  // may delete this
+                return;
+            }
+        }
+    }
+};
+
+listener::listener(listener&& other) noexcept = default;
+
+listener& listener::operator=(listener&& other) noexcept {
+    if (this != &other) {
+        close();
+        state_ = std::move(other.state_);
+    }
+    return *this;
+}
+
+listener::~listener() {
+    close();
+}
+
+bool listener::is_open() const noexcept {
+    return state_ && !state_->closed;
+}
+
+bool listener::multishot() const noexcept {
+    return state_ && state_->multishot;
+}
+
+socket_address listener::local_address() const {
+    if (!state_) throw io_error(EBADF, "local_address of an empty listener");
+    return state_->address;
+}
+
+connection listener::accept(std::optional<time_point> deadline) {
+    if (!state_) throw io_error(EBADF, "accept on an empty listener");
+    std::shared_ptr<state> s = state_;  // keeps it alive if the listener goes meanwhile
+    auto closed_error = [&] {
+        return io_error(ECANCELED, "accept on " + s->address.to_string() + ": listener closed");
+    };
+    int fd = -1;
+    for (;;) {
+        if (s->closed) throw closed_error();
+        if (!s->accepted.empty()) {
+            fd = s->accepted.front();
+            s->accepted.pop_front();
+            if (s->multishot && !s->armed && s->accepted.size() < s->options.accept_queue / 2)
+                s->arm();
+            break;
+        }
+        if (int e = std::exchange(s->pending_error, 0)) {
+            throw_failure(e, "accept on " + s->address.to_string());
+        }
+        if (!s->multishot) {
+            ++s->single_inflight;
+            int r = submit_io(
+                [&](io_uring_sqe* sqe) {
+                    io_uring_prep_accept(sqe, s->fd, nullptr, nullptr, SOCK_CLOEXEC);
+                },
+                deadline);
+            if (--s->single_inflight == 0 && !s->armed && s->closer) detail::make_ready(s->closer);
+            if (r >= 0 && s->closed) ::close(r);
+            if (s->closed) throw closed_error();
+            if (r < 0) throw_failure(-r, "accept on " + s->address.to_string());
+            fd = r;
+            break;
+        }
+        if (!s->armed) s->arm();
+        if (!s->waiters.wait(1, deadline)) {
+            throw timeout_error("accept on " + s->address.to_string() + ": deadline passed");
+        }
+    }
+    connection conn(fd);
+    if (s->options.nodelay && !s->address.is_unix()) conn.set_nodelay(true);
+    maybe_yield();  // a burst of queued connections must not starve the shard
+    return conn;
+}
+
+void listener::close() noexcept {
+    if (!state_ || state_->closed) return;
+    state& s = *state_;
+    s.closed = true;
+    for (int fd : s.accepted) ::close(fd);
+    s.accepted.clear();
+    s.waiters.wake_all();
+    if (s.armed || s.single_inflight > 0) {
+        if (detail::current_fiber()) {
+            cancel_io_on_fd(s.fd);  // the fd stays open until the kernel let go
+            s.closer = detail::current_fiber();
+            while (s.armed || s.single_inflight > 0) detail::suspend_uninterruptible();
+            s.closer = nullptr;
+        } else {
+            ::shutdown(s.fd, SHUT_RDWR);  // wakes the accepts; the state lives until their end
+            s.keep_alive = state_;
+        }
+    }
+    ::close(s.fd);
+    s.fd = -1;
+}
+
+namespace {
+
+// A Unix socket path left by a dead process refuses connections: replace it.
+// A live one is in use: keep it and let bind() fail.
+void remove_stale_unix_socket(const socket_address& address) {
+    std::string path = address.path();
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) return;
+    int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (probe < 0) return;
+    int r = ::connect(probe, address.native(), address.length());
+    int err = errno;
+    ::close(probe);
+    if (r != 0 && err == ECONNREFUSED) ::unlink(path.c_str());
+}
+
+}  // namespace
+
+listener listen(const socket_address& address, const listen_options& options) {
+    if (options.accept_queue == 0)
+        throw config_error("listen_options::accept_queue must be at least 1");
+    if (address.is_unix()) remove_stale_unix_socket(address);
+    int fd = ::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw io_error(errno, "socket for listening on " + address.to_string());
+    auto s = std::make_shared<listener::state>();
+    s->fd = fd;
+    s->options = options;
+    s->multishot = options.multishot;
+    try {
+        if (!address.is_unix()) {
+            set_option(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
+            if (options.reuse_port) set_option(fd, SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT");
+        }
+        if (::bind(fd, address.native(), address.length()) != 0) {
+            throw io_error(errno, "bind " + address.to_string());
+        }
+        if (::listen(fd, options.backlog) != 0)
+            throw io_error(errno, "listen on " + address.to_string());
+        s->address = address.is_unix() ? address : query_address(fd, false);
+    } catch (...) {
+        ::close(fd);
+        s->fd = -1;
+        throw;
+    }
+    listener l(std::move(s));
+    return l;
+}
+
+}  // namespace percore

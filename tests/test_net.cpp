@@ -1,0 +1,373 @@
+#include <catch2/catch.hpp>
+
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "percore/errors.hpp"
+#include "percore/fiber.hpp"
+#include "percore/net.hpp"
+#include "percore/stream.hpp"
+#include "percore/sync.hpp"
+#include "percore/timer.hpp"
+#include "shards.hpp"
+
+using namespace percore;
+using percore::testing::run_in_reactor;
+
+namespace {
+
+socket_address loopback_any_port() {
+    return socket_address::parse("127.0.0.1:0");
+}
+
+// Echoes every connection the listener accepts until it is closed.
+future<void> spawn_echo_server(listener& l) {
+    return spawn({.name = "test echo server"}, [&l] {
+        std::vector<future<void>> conns;
+        for (;;) {
+            connection c;
+            try {
+                c = l.accept();
+            } catch (const io_error& e) {
+                REQUIRE(e.error_number() == ECANCELED);
+                break;
+            }
+            conns.push_back(spawn({.name = "echo"}, [c = std::move(c)]() mutable {
+                std::vector<char> buf(64 * 1024);
+                for (;;) {
+                    std::size_t n = c.read(buf);
+                    if (n == 0) return;
+                    c.write_all(std::string_view(buf.data(), n));
+                }
+            }));
+        }
+        when_all(conns);
+    });
+}
+
+std::string pattern(std::size_t n, unsigned seed) {
+    std::string s(n, '\0');
+    for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 7 + seed + (i >> 12)) & 0xff);
+    return s;
+}
+
+}  // namespace
+
+TEST_CASE("socket addresses parse and print") {
+    CHECK(socket_address::parse("127.0.0.1:7000").to_string() == "127.0.0.1:7000");
+    CHECK(socket_address::parse("127.0.0.1:7000").port() == 7000);
+    CHECK(socket_address::parse("[::1]:80").to_string() == "[::1]:80");
+    CHECK(socket_address::parse("[::1]:80").family() == AF_INET6);
+    CHECK(socket_address::parse("localhost:1").to_string() == "127.0.0.1:1");
+    CHECK(socket_address::parse("unix:/tmp/x.sock").to_string() == "unix:/tmp/x.sock");
+    CHECK(socket_address::parse("/tmp/y.sock").path() == "/tmp/y.sock");
+    CHECK(socket_address::parse("1.2.3.4:5") == socket_address::inet("1.2.3.4", 5));
+    CHECK_THROWS_AS(socket_address::parse("127.0.0.1"), config_error);
+    CHECK_THROWS_AS(socket_address::parse("127.0.0.1:70000"), config_error);
+    CHECK_THROWS_AS(socket_address::parse("127.0.0.1:x"), config_error);
+    CHECK_THROWS_AS(socket_address::parse("example.com:80"), config_error);
+    CHECK_THROWS_AS(socket_address::parse("::1:80"), config_error);
+    CHECK_THROWS_AS(socket_address::parse("unix:" + std::string(200, 'a')), config_error);
+}
+
+TEST_CASE("listen, accept and connect on loopback") {
+    run_in_reactor([] {
+        listener l = listen(loopback_any_port());
+        REQUIRE(l.local_address().port() != 0);
+        REQUIRE(l.multishot());
+        auto server = spawn([&] {
+            connection c = l.accept();
+            char buf[16];
+            std::size_t n = c.read(buf);
+            std::string got(buf, n);
+            c.write_all("pong:" + got);
+            return c.peer_address();
+        });
+        connection client = connect(l.local_address(), std::chrono::seconds(5));
+        REQUIRE(client.peer_address() == l.local_address());
+        client.write_all(std::string_view("ping"));
+        input_stream in(client);
+        REQUIRE(in.read_exactly(9) == "pong:ping");
+        REQUIRE(server.get() == client.local_address());
+        client.shutdown();
+        l.close();
+        REQUIRE_FALSE(l.is_open());
+    });
+}
+
+TEST_CASE("a 64 MiB round trip arrives intact") {
+    run_in_reactor([] {
+        listener l = listen(loopback_any_port());
+        auto server = spawn_echo_server(l);
+        connection c = connect(l.local_address());
+        constexpr std::size_t total = 64 << 20;
+        const std::string chunk_a = pattern(1 << 20, 1);
+        const std::string chunk_b = pattern(1 << 20, 2);
+        auto writer = spawn([&] {
+            output_stream out(c, 4096);
+            for (std::size_t sent = 0; sent < total; sent += chunk_a.size()) {
+                // Mixed sizes: buffered small writes and direct large ones.
+                const std::string& chunk = (sent >> 20) % 2 ? chunk_b : chunk_a;
+                out.write(std::string_view(chunk).substr(0, 100));
+                out.write(std::string_view(chunk).substr(100));
+            }
+            out.flush();
+            c.shutdown(SHUT_WR);
+        });
+        input_stream in(c);
+        std::size_t received = 0;
+        std::size_t mismatches = 0;
+        while (received < total) {
+            std::string_view piece =
+                in.read_exactly(std::min<std::size_t>(total - received, 300'000));
+            REQUIRE(!piece.empty());
+            for (std::size_t i = 0; i < piece.size(); ++i) {
+                std::size_t at = received + i;
+                const std::string& chunk = (at >> 20) % 2 ? chunk_b : chunk_a;
+                if (piece[i] != chunk[at & ((1 << 20) - 1)]) ++mismatches;
+            }
+            received += piece.size();
+        }
+        REQUIRE(mismatches == 0);
+        REQUIRE(received == total);
+        char extra;
+        REQUIRE(in.read(std::span<char>(&extra, 1)) == 0);  // EOF after the echo of our FIN
+        writer.get();
+        l.close();
+        server.get();
+    });
+}
+
+TEST_CASE("two thousand connections at once") {
+    constexpr unsigned n = 2000;
+    rlimit lim{};
+    REQUIRE(getrlimit(RLIMIT_NOFILE, &lim) == 0);
+    if (lim.rlim_cur < 3 * n) {
+        lim.rlim_cur = std::min<rlim_t>(lim.rlim_max, 4 * n + 100);
+        REQUIRE(setrlimit(RLIMIT_NOFILE, &lim) == 0);
+    }
+    REQUIRE(lim.rlim_cur >= 2 * n + 100);
+    run_in_reactor([n] {
+        listen_options options;
+        options.backlog = 4096;
+        options.accept_queue = 64;  // forces multishot accept to pause and resume
+        listener l = listen(loopback_any_port(), options);
+        auto server = spawn_echo_server(l);
+        unsigned connected = 0, ok = 0;
+        detail::wait_list all_connected;
+        std::vector<future<void>> clients;
+        for (unsigned i = 0; i < n; ++i) {
+            clients.push_back(spawn({.name = "client", .stack_size = 32 * 1024}, [&, i] {
+                connection c = connect(l.local_address(), std::chrono::seconds(30));
+                if (++connected == n) {
+                    all_connected.wake_all();
+                } else {
+                    while (connected < n) all_connected.wait();
+                }
+                std::string msg = "hello " + std::to_string(i);
+                c.write_all(msg);
+                input_stream in(c, 64);
+                if (in.read_exactly(msg.size()) == msg) ++ok;
+            }));
+        }
+        when_all(clients);
+        REQUIRE(connected == n);
+        REQUIRE(ok == n);
+        l.close();
+        server.get();
+    });
+}
+
+TEST_CASE("single-shot accept (no multishot) works the same") {
+    run_in_reactor([] {
+        listen_options options;
+        options.multishot = false;
+        listener l = listen(loopback_any_port(), options);
+        REQUIRE_FALSE(l.multishot());
+        auto server = spawn_echo_server(l);
+        for (int i = 0; i < 3; ++i) {
+            connection c = connect(l.local_address());
+            c.write_all(std::string_view("abc"));
+            input_stream in(c);
+            REQUIRE(in.read_exactly(3) == "abc");
+        }
+        l.close();
+        server.get();
+    });
+}
+
+TEST_CASE("a peer's reset reaches the reader as ECONNRESET") {
+    run_in_reactor([] {
+        listener l = listen(loopback_any_port());
+        connection client = connect(l.local_address());
+        connection server = l.accept();
+        client.write_all(std::string_view("partial"));
+        char buf[4];
+        REQUIRE(server.read(buf) == 4);
+        REQUIRE(server.read(buf) == 3);
+        auto reader = spawn([&] {
+            char more[16];
+            try {
+                server.read(more);  // waits in the ring until the reset
+            } catch (const io_error& e) {
+                return e.error_number();
+            }
+            return 0;
+        });
+        yield();            // let the reader block
+        linger hard{1, 0};  // close with RST
+        REQUIRE(setsockopt(client.fd(), SOL_SOCKET, SO_LINGER, &hard, sizeof(hard)) == 0);
+        client.close();
+        REQUIRE(reader.get() == ECONNRESET);
+    });
+}
+
+TEST_CASE("a read past its deadline throws timeout_error and leaves the connection usable") {
+    run_in_reactor([] {
+        listener l = listen(loopback_any_port());
+        connection client = connect(l.local_address());
+        connection server = l.accept();
+        char buf[8];
+        REQUIRE_THROWS_AS(server.read(buf, clock::now() + std::chrono::milliseconds(30)),
+                          timeout_error);
+        input_stream in(server);
+        in.set_deadline(clock::now() + std::chrono::milliseconds(30));
+        REQUIRE_THROWS_AS(in.read_until("\n", 100), timeout_error);
+        in.set_deadline(std::nullopt);
+        client.write_all(std::string_view("line\n"));
+        REQUIRE(in.read_until("\n", 100) == "line\n");
+        REQUIRE_THROWS_AS(l.accept(clock::now() + std::chrono::milliseconds(10)), timeout_error);
+    });
+}
+
+TEST_CASE("streams: lines, records, limits and EOF") {
+    run_in_reactor([] {
+        listener l = listen(loopback_any_port());
+        connection client = connect(l.local_address());
+        connection server = l.accept();
+        {
+            output_stream out(client, 64);
+            out.write("GET a\r\nSET b 5\r\nhello\r\n");
+            out.write(std::string(100, 'x'));  // longer than the buffer
+            out.write("\r\n");
+            REQUIRE(out.buffered() == 2);
+            out.flush();
+            REQUIRE(out.buffered() == 0);
+        }
+        client.write_all(std::string_view("tail-without-newline"));
+        client.shutdown(SHUT_WR);
+        input_stream in(server, 64, 1024);
+        REQUIRE(in.read_until("\r\n", 100) == "GET a\r\n");
+        REQUIRE(in.read_until("\r\n", 100) == "SET b 5\r\n");
+        REQUIRE(in.read_exactly(7) == "hello\r\n");
+        try {
+            in.read_until("\r\n", 50);
+            FAIL("a 100-byte line passed a 50-byte limit");
+        } catch (const io_error& e) {
+            REQUIRE(e.error_number() == EMSGSIZE);
+        }
+        REQUIRE(in.read_exactly(102) == std::string(100, 'x') + "\r\n");
+        REQUIRE_THROWS_AS(in.read_exactly(4096), io_error);  // over max_buffer
+        REQUIRE(in.read_until("\n", 100) == "tail-without-newline");
+        REQUIRE(in.eof());
+        REQUIRE(in.read_exactly(5).empty());
+    });
+}
+
+TEST_CASE("Unix-domain sockets: connect, echo, and a stale path is replaced") {
+    std::string path = "/tmp/percore-test-net-" + std::to_string(::getpid()) + ".sock";
+    run_in_reactor([&] {
+        auto address = socket_address::parse("unix:" + path);
+        for (int round = 0; round < 2; ++round) {
+            listener l = listen(address);  // round 1: the path from round 0 is stale
+            REQUIRE(l.local_address().path() == path);
+            auto server = spawn_echo_server(l);
+            connection c = connect(address);
+            c.write_all(std::string_view("over unix"));
+            input_stream in(c);
+            REQUIRE(in.read_exactly(9) == "over unix");
+            c.close();
+            l.close();
+            server.get();
+        }
+        // A live listener's path is not stolen.
+        listener live = listen(address);
+        REQUIRE_THROWS_AS(listen(address), io_error);
+    });
+    ::unlink(path.c_str());
+}
+
+TEST_CASE("closing a listener or a connection wakes their waiting fibers with ECANCELED") {
+    run_in_reactor([] {
+        listener l = listen(loopback_any_port());
+        connection client = connect(l.local_address());
+        connection server = l.accept();
+        auto waiting_accept = spawn([&] {
+            try {
+                l.accept();
+            } catch (const io_error& e) {
+                return e.error_number();
+            }
+            return 0;
+        });
+        auto waiting_read = spawn([&] {
+            char buf[8];
+            try {
+                client.read(buf);
+            } catch (const io_error& e) {
+                return e.error_number();
+            }
+            return 0;
+        });
+        yield();
+        yield();
+        l.close();
+        client.close();
+        REQUIRE(waiting_accept.get() == ECANCELED);
+        REQUIRE(waiting_read.get() == ECANCELED);
+        REQUIRE_THROWS_AS(l.accept(), io_error);
+        char buf[1];
+        REQUIRE_THROWS_AS(client.read(buf), io_error);
+    });
+}
+
+TEST_CASE("stopping the shard wakes fibers waiting in accept and read with shutdown_error") {
+    int accept_outcome = 0, read_outcome = 0;  // 1: shutdown_error, 2: anything else
+    // Outlive the body: the fibers still use them while the shard stops.
+    listener l;
+    connection client;
+    run_in_reactor([&] {
+        l = listen(loopback_any_port());
+        client = connect(l.local_address());
+        spawn([&] {
+            try {
+                l.accept();
+                l.accept();  // the second never comes
+                accept_outcome = 2;
+            } catch (const shutdown_error&) {
+                accept_outcome = 1;
+            } catch (...) {
+                accept_outcome = 2;
+            }
+        });
+        spawn([&] {
+            char buf[8];
+            try {
+                client.read(buf);
+                read_outcome = 2;
+            } catch (const shutdown_error&) {
+                read_outcome = 1;
+            } catch (...) {
+                read_outcome = 2;
+            }
+        });
+        yield();
+        // Returning stops the shard with both fibers still waiting.
+    });
+    REQUIRE(accept_outcome == 1);
+    REQUIRE(read_outcome == 1);
+}
