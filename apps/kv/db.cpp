@@ -1,0 +1,82 @@
+#include "db.hpp"
+
+#include <algorithm>
+
+namespace percore::kv {
+
+namespace {
+
+std::atomic<std::size_t> open_connections{0};
+const time_point process_start = clock::now();
+const std::int64_t process_start_unix = unix_now();
+
+store_config shard_store_config(const db_config& config) {
+    store_config c;
+    c.max_memory = std::max<std::size_t>(config.max_memory / std::max(1u, shard_count()), 1);
+    c.evict = config.evict;
+    return c;
+}
+
+}  // namespace
+
+db_shard::db_shard(const db_config& config) : config_(config), store_(shard_store_config(config)) {}
+
+void db_shard::start() {
+    store_.start_active_expiry();
+}
+
+void db_shard::stop() {
+    store_.stop_active_expiry();
+}
+
+bool db_shard::admit_connection() noexcept {
+    const std::size_t before = open_connections.fetch_add(1, std::memory_order_relaxed);
+    if (before >= config_.max_connections) {
+        open_connections.fetch_sub(1, std::memory_order_relaxed);
+        ++connections_.rejected_connections;
+        return false;
+    }
+    ++connections_.curr_connections;
+    ++connections_.total_connections;
+    return true;
+}
+
+void db_shard::release_connection() noexcept {
+    open_connections.fetch_sub(1, std::memory_order_relaxed);
+    --connections_.curr_connections;
+}
+
+time_point db_shard::started_at() noexcept {
+    return process_start;
+}
+std::int64_t db_shard::started_unix() noexcept {
+    return process_start_unix;
+}
+
+db_stats collect_stats(db& database) {
+    return database.map_reduce(
+        [](db_shard& shard) {
+            db_stats s;
+            s.store = shard.store().stats();
+            s.connections = shard.connections();
+            s.memory_used = shard.store().memory_used();
+            s.items_per_shard.push_back(shard.store().size());
+            return s;
+        },
+        db_stats{},
+        [](db_stats acc, const db_stats& s) {
+            acc.store += s.store;
+            acc.connections += s.connections;
+            acc.memory_used += s.memory_used;
+            acc.items_per_shard.insert(acc.items_per_shard.end(), s.items_per_shard.begin(),
+                                       s.items_per_shard.end());
+            return acc;
+        });
+}
+
+void flush_all(db& database, time_point when) {
+    ++database.local().connections().flush_commands;
+    database.invoke_on_all([when](db_shard& shard) { shard.store().flush_at(when); });
+}
+
+}  // namespace percore::kv

@@ -1,0 +1,89 @@
+// The kv database: one db_shard per shard (a percore::sharded service), each
+// holding the store of the keys that shard owns plus its connection
+// counters. Front ends reach a key's store on its owner shard through the
+// forwarder (forward.hpp); global commands (flush, stats) go to every shard.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "percore/sharded.hpp"
+#include "store.hpp"
+
+namespace percore::kv {
+
+// Process-wide settings of the kv app (from its options).
+struct db_config {
+    std::size_t max_memory = std::size_t{1} << 30;  // total over all shards
+    bool evict = true;                              // false: --no-evict
+    std::size_t max_connections = 10000;            // over all shards and protocols
+    std::size_t max_item_size = 1024 * 1024;        // memcached value limit (-I)
+};
+
+// Connection counters of one shard (summed for stats / INFO).
+struct connection_stats {
+    std::uint64_t curr_connections = 0;
+    std::uint64_t total_connections = 0;
+    std::uint64_t rejected_connections = 0;  // refused past --max-connections
+    std::uint64_t flush_commands = 0;        // flush_all / FLUSHALL received on this shard
+
+    connection_stats& operator+=(const connection_stats& o) noexcept {
+        curr_connections += o.curr_connections;
+        total_connections += o.total_connections;
+        rejected_connections += o.rejected_connections;
+        flush_commands += o.flush_commands;
+        return *this;
+    }
+};
+
+// Everything both protocols' stats need, summed over shards.
+struct db_stats {
+    store_stats store;
+    connection_stats connections;
+    std::size_t memory_used = 0;
+    std::vector<std::uint64_t> items_per_shard;  // curr_items of each shard, by shard
+};
+
+class db_shard : public service<db_shard> {
+  public:
+    // config.max_memory is the total: each shard gets an equal part.
+    explicit db_shard(const db_config& config);
+
+    // This shard's part of the data.
+    kv::store& store() noexcept { return store_; }
+    const db_config& config() const noexcept { return config_; }
+    connection_stats& connections() noexcept { return connections_; }
+
+    // sharded<T> hooks: arm / disarm active expiry on this shard.
+    void start();
+    void stop();
+
+    // Admission against --max-connections over the whole process: true if
+    // the new connection may stay (then call release_connection() when it
+    // ends). The one cross-shard datum: a relaxed atomic counter.
+    bool admit_connection() noexcept;
+    void release_connection() noexcept;
+
+    // When the app started (steady clock and unix seconds), for uptime.
+    static time_point started_at() noexcept;
+    static std::int64_t started_unix() noexcept;
+
+  private:
+    db_config config_;
+    kv::store store_;
+    connection_stats connections_;
+};
+
+using db = sharded<db_shard>;
+
+// Sums every shard's counters (suspends: one call per shard).
+db_stats collect_stats(db& database);
+
+// Removes every item on every shard now, or when `when` has passed; counts
+// one flush command on the calling shard.
+void flush_all(db& database, time_point when);
+
+}  // namespace percore::kv

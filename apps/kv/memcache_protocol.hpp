@@ -1,0 +1,82 @@
+// The memcached text-protocol front end of the kv app: a per-connection
+// session that turns received bytes into replies. Keyed requests run on
+// their owner shards through the forwarder (one submit_to per owner shard per
+// batch); flush_all and stats go to every shard; replies keep request order.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "db.hpp"
+#include "forward.hpp"
+#include "memcache_parser.hpp"
+
+namespace percore::kv::memcache {
+
+// The version this server announces (`version`, `stats`). Numeric first so
+// that clients parsing "major.minor.patch" (libmemcached) accept it.
+inline constexpr std::string_view server_version = "1.6.0-percore-kv-0.1.0";
+inline constexpr std::string_view version_line = "VERSION 1.6.0-percore-kv-0.1.0\r\n";
+
+// Converts a memcached exptime (0: never; < 0: already expired; up to 30
+// days: relative seconds; larger: absolute unix time) to a store expiry.
+time_point to_expiry(std::int64_t exptime, time_point now) noexcept;
+
+// What process() did (shared by the front ends; see forward.hpp).
+using process_result = kv::process_result;
+
+class session {
+  public:
+    // Operations per batch (a long pipeline or multi-get is cut in batches of
+    // this size, so a batch's replies stay bounded).
+    static constexpr std::size_t max_batch = 256;
+
+    session(db& database, const parser_limits& limits);
+
+    // Handles the complete requests at the front of `input` (at most one
+    // batch) and appends their replies to `out`. Call again with the
+    // unconsumed rest when `more` is set, else after reading more input. The
+    // input must start with the same unconsumed bytes on the next call.
+    process_result process(std::string_view input, std::string& out);
+
+    // Bytes a connection may have to buffer for one request.
+    std::size_t max_request_size() const noexcept { return parser_.max_request_size(); }
+
+  private:
+    enum class op_kind : std::uint8_t { keyed, literal };
+    struct op {
+        op_kind kind;
+        std::uint32_t request;  // index into requests_ (keyed)
+        std::string_view key;   // keyed: the key
+        std::string_view text;  // literal: the reply
+    };
+
+    // Runs one operation on its owner shard (the forwarder's exec).
+    struct executor {
+        session* self;
+        void operator()(db_shard& shard, std::uint32_t tag, std::string& out) const;
+    };
+
+    void add_keyed(std::uint32_t request, std::string_view key);
+    void add_literal(std::string_view text);
+    void run_batch(std::string& out);
+    void append_stats(std::string& out);
+
+    db& db_;
+    parser parser_;
+    forwarder forwarder_;
+    std::vector<request> requests_;
+    std::vector<op> ops_;
+    // A retrieval request cut between batches: its keys from this offset of
+    // the (unconsumed) input on, ending at keys_end_.
+    bool resuming_ = false;
+    request resume_request_;
+    std::size_t resume_line_size_ = 0;
+    std::size_t resume_offset_ = 0;
+    std::size_t resume_end_ = 0;
+};
+
+}  // namespace percore::kv::memcache

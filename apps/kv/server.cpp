@@ -1,0 +1,165 @@
+#include "server.hpp"
+
+#include <cerrno>
+#include <vector>
+
+#include "percore/errors.hpp"
+#include "percore/fiber.hpp"
+#include "percore/log.hpp"
+#include "percore/stream.hpp"
+#include "percore/timer.hpp"
+
+namespace percore::kv {
+
+namespace {
+
+// Replies gathered before a write even when more requests are buffered.
+constexpr std::size_t write_threshold = 256 * 1024;
+constexpr std::size_t read_buffer_size = 16 * 1024;
+
+class memcache_session final : public protocol_session {
+  public:
+    memcache_session(db& database, const memcache::parser_limits& limits)
+        : session_(database, limits) {}
+    process_result process(std::string_view input, std::string& out) override {
+        return session_.process(input, out);
+    }
+    std::size_t max_request_size() const override { return session_.max_request_size(); }
+    std::string_view too_many_connections_reply() const override {
+        return memcache::replies::too_many_connections;
+    }
+
+  private:
+    memcache::session session_;
+};
+
+}  // namespace
+
+session_factory memcache_sessions(std::size_t max_item_size) {
+    return [max_item_size](db& database) -> std::unique_ptr<protocol_session> {
+        memcache::parser_limits limits;
+        limits.max_item_size = max_item_size;
+        return std::make_unique<memcache_session>(database, limits);
+    };
+}
+
+tcp_server::tcp_server(db& database, session_factory factory, std::string name)
+    : db_(database), factory_(std::move(factory)), name_(std::move(name)) {}
+
+std::uint16_t tcp_server::listen(const socket_address& address) {
+    listener_ = percore::listen(address);
+    gate::holder hold(gate_);
+    spawn({.name = "kv accept"}, [this, hold = std::move(hold)] { accept_loop(); });
+    return listener_.local_address().port();
+}
+
+void tcp_server::stop() {
+    if (listener_.is_open()) listener_.close();
+    // shutdown() does not suspend, so the set cannot change under us; each
+    // connection's fiber then sees EOF or an error and ends.
+    for (connection* c : open_) {
+        try {
+            if (c->is_open()) c->shutdown(SHUT_RDWR);
+        } catch (const io_error& e) {
+            logger().debug("kv {}: shutdown at stop: {}", name_, e.what());
+        }
+    }
+    gate_.close();
+}
+
+void tcp_server::accept_loop() {
+    for (;;) {
+        connection conn;
+        try {
+            conn = listener_.accept();
+        } catch (const io_error& e) {
+            if (e.error_number() == ECANCELED || !listener_.is_open() || gate_.is_closed()) return;
+            // Out of descriptors and the like: report, let connections end, retry.
+            logger().warn("kv {}: accept failed: {}", name_, e.what());
+            sleep_for(std::chrono::milliseconds(10));
+            continue;
+        } catch (const shutdown_error&) {
+            return;
+        }
+        if (gate_.is_closed()) return;
+        gate::holder hold(gate_);
+        spawn({.name = "kv connection"},
+              [this, c = std::move(conn), hold = std::move(hold)]() mutable { serve(c); });
+    }
+}
+
+void tcp_server::serve(connection& conn) {
+    db_shard& shard = db_.local();
+    auto session = factory_(db_);
+    if (!shard.admit_connection()) {
+        try {
+            conn.write_all(session->too_many_connections_reply());
+        } catch (const io_error& e) {
+            logger().debug("kv {}: refusing a connection: {}", name_, e.what());
+        }
+        conn.close();
+        return;
+    }
+    open_.insert(&conn);
+    struct release {
+        tcp_server* server;
+        db_shard& shard;
+        connection& conn;
+        ~release() {
+            server->open_.erase(&conn);
+            shard.release_connection();
+        }
+    } guard{this, shard, conn};
+    try {
+        input_stream in(conn, read_buffer_size, session->max_request_size() + read_buffer_size);
+        std::string out;
+        out.reserve(read_buffer_size);
+        for (;;) {
+            const auto r = session->process(in.buffered(), out);
+            in.consume(r.consumed);
+            if (r.close) {
+                if (!out.empty()) conn.write_all(std::string_view(out));
+                break;
+            }
+            if (r.more && out.size() < write_threshold) continue;
+            if (!out.empty()) {
+                conn.write_all(std::string_view(out));
+                out.clear();
+                if (out.capacity() > 4 * write_threshold) {
+                    out.shrink_to_fit();
+                    out.reserve(read_buffer_size);
+                }
+            }
+            if (r.more) continue;
+            if (!in.fill()) break;  // the peer closed
+        }
+    } catch (const shutdown_error&) {
+        // The shard is stopping: just close.
+    } catch (const io_error& e) {
+        // Resets, broken pipes, cancellation at stop: normal ends of a connection.
+        logger().debug("kv {}: connection ended: {}", name_, e.what());
+    } catch (const std::exception& e) {
+        logger().warn("kv {}: connection closed after an error: {}", name_, e.what());
+    }
+    conn.close();
+}
+
+std::uint16_t listen_all(sharded<tcp_server>& servers, const socket_address& address) {
+    const std::uint16_t port =
+        servers.invoke_on(0, [address](tcp_server& s) { return s.listen(address); }).get();
+    socket_address bound = address;
+    if (!address.is_unix()) {
+        std::string host = address.to_string();
+        host = host.substr(0, host.rfind(':'));
+        if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+        bound = socket_address::inet(host, port);
+    }
+    std::vector<future<std::uint16_t>> rest;
+    for (unsigned s = 1; s < shard_count(); ++s)
+        rest.push_back(
+            servers.invoke_on(s, [bound](tcp_server& srv) { return srv.listen(bound); }));
+    when_all(rest);
+    return port;
+}
+
+}  // namespace percore::kv

@@ -1,0 +1,72 @@
+// Connection handling of the kv app, shared by its front ends: a listener per
+// shard (SO_REUSEPORT), one fiber per connection, --max-connections
+// admission, bounded input buffering, and the read -> process -> write loop
+// around a protocol session. A front end plugs in a protocol_session factory.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+
+#include "db.hpp"
+#include "memcache_protocol.hpp"
+#include "percore/net.hpp"
+#include "percore/sharded.hpp"
+#include "percore/sync.hpp"
+
+namespace percore::kv {
+
+// One connection's protocol state (memcached text, RESP2...).
+class protocol_session {
+  public:
+    virtual ~protocol_session() = default;
+    // Handles the complete requests at the front of `input` and appends the
+    // replies to `out` (see memcache::session::process for the contract).
+    virtual process_result process(std::string_view input, std::string& out) = 0;
+    // The largest input one request may need buffered (bounds the buffer).
+    virtual std::size_t max_request_size() const = 0;
+    // The line sent to a connection refused past --max-connections.
+    virtual std::string_view too_many_connections_reply() const = 0;
+};
+
+// Makes the session of a new connection (called on the connection's shard).
+using session_factory = std::function<std::unique_ptr<protocol_session>(db&)>;
+
+// The memcached text protocol as a protocol_session.
+session_factory memcache_sessions(std::size_t max_item_size);
+
+// A TCP front end on every shard: start it with
+//   sharded<tcp_server> s; s.start(std::ref(database), factory, "memcache");
+//   port = listen_all(s, address);
+class tcp_server : public service<tcp_server> {
+  public:
+    tcp_server(db& database, session_factory factory, std::string name);
+
+    // Listens on `address` on this shard (SO_REUSEPORT) and starts the accept
+    // fiber. Returns the bound port (the real one for port 0).
+    std::uint16_t listen(const socket_address& address);
+    // Closes the listener and every connection, and waits for their fibers.
+    void stop();
+
+    const std::string& name() const noexcept { return name_; }
+
+  private:
+    void accept_loop();
+    void serve(connection& conn);
+
+    db& db_;
+    session_factory factory_;
+    std::string name_;
+    listener listener_;
+    gate gate_;
+    std::unordered_set<connection*> open_;
+};
+
+// Listens on every shard (the first shard picks the port when it is 0) and
+// returns the port.
+std::uint16_t listen_all(sharded<tcp_server>& servers, const socket_address& address);
+
+}  // namespace percore::kv

@@ -1,0 +1,595 @@
+#include "store.hpp"
+
+#include <bit>
+#include <cctype>
+#include <charconv>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <new>
+
+namespace percore::kv {
+
+namespace {
+
+constexpr std::size_t initial_buckets = 16;
+
+inline std::uint64_t read64(const char* p) noexcept {
+    std::uint64_t v;
+    std::memcpy(&v, p, 8);
+    return v;
+}
+inline std::uint64_t read32(const char* p) noexcept {
+    std::uint32_t v;
+    std::memcpy(&v, p, 4);
+    return v;
+}
+inline std::uint64_t mix(std::uint64_t a, std::uint64_t b) noexcept {
+    __uint128_t r = static_cast<__uint128_t>(a) * b;
+    return static_cast<std::uint64_t>(r) ^ static_cast<std::uint64_t>(r >> 64);
+}
+
+// Parses memcached's idea of a number in a value (safe_strtoull): optional
+// leading spaces, digits, then end or a space. False if not a number or > 2^64-1.
+bool parse_memcached_number(std::string_view text, std::uint64_t& out) noexcept {
+    std::size_t i = 0;
+    while (i < text.size() && text[i] == ' ') ++i;
+    const char* begin = text.data() + i;
+    const char* end = text.data() + text.size();
+    auto [ptr, ec] = std::from_chars(begin, end, out);
+    if (ec != std::errc() || ptr == begin) return false;
+    return ptr == end || std::isspace(static_cast<unsigned char>(*ptr));
+}
+
+// Parses a strict signed 64-bit decimal (Redis string2ll: no spaces, no '+').
+bool parse_strict_int64(std::string_view text, std::int64_t& out) noexcept {
+    if (text.empty() || text.size() > 20) return false;
+    if (text.size() > 1 && (text[0] == '0' || (text[0] == '-' && text[1] == '0'))) return false;
+    auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+    return ec == std::errc() && ptr == text.data() + text.size();
+}
+
+}  // namespace
+
+std::uint64_t key_hash(std::string_view key) noexcept {
+    // A wyhash-style mix: 8 bytes at a time through a 64x64->128 multiply.
+    constexpr std::uint64_t k0 = 0xa0761d6478bd642full, k1 = 0xe7037ed1a0b428dbull,
+                            k2 = 0x8ebc6af09c88c6e3ull;
+    const char* p = key.data();
+    std::size_t n = key.size();
+    std::uint64_t h = k0 ^ (n * k1);
+    while (n >= 8) {
+        h = mix(h ^ read64(p), k1);
+        p += 8;
+        n -= 8;
+    }
+    std::uint64_t tail = 0;
+    if (n >= 4) {
+        tail = (read32(p) << 32) | read32(p + n - 4);
+    } else if (n > 0) {
+        tail = (static_cast<std::uint64_t>(static_cast<unsigned char>(p[0])) << 16) |
+               (static_cast<std::uint64_t>(static_cast<unsigned char>(p[n >> 1])) << 8) |
+               static_cast<unsigned char>(p[n - 1]);
+    }
+    return mix(h ^ tail ^ k2, k1 ^ key.size());
+}
+
+std::int64_t unix_now() noexcept {
+    using namespace std::chrono;
+    return duration_cast<seconds>(system_clock::now().time_since_epoch()).count();
+}
+
+time_point from_unix_seconds(std::int64_t unix_seconds) noexcept {
+    using namespace std::chrono;
+    const auto sys_now = system_clock::now();
+    const auto steady_now = clock::now();
+    const auto target = system_clock::time_point(seconds(unix_seconds));
+    return steady_now + duration_cast<duration>(target - sys_now);
+}
+
+std::int64_t to_unix_millis(time_point when) noexcept {
+    using namespace std::chrono;
+    const auto delta = duration_cast<milliseconds>(when - clock::now());
+    return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count() +
+           delta.count();
+}
+
+store_stats& store_stats::operator+=(const store_stats& o) noexcept {
+    curr_items += o.curr_items;
+    total_items += o.total_items;
+    bytes += o.bytes;
+    cmd_get += o.cmd_get;
+    get_hits += o.get_hits;
+    get_misses += o.get_misses;
+    get_expired += o.get_expired;
+    cmd_set += o.cmd_set;
+    cmd_touch += o.cmd_touch;
+    touch_hits += o.touch_hits;
+    touch_misses += o.touch_misses;
+    delete_hits += o.delete_hits;
+    delete_misses += o.delete_misses;
+    incr_hits += o.incr_hits;
+    incr_misses += o.incr_misses;
+    decr_hits += o.decr_hits;
+    decr_misses += o.decr_misses;
+    cas_hits += o.cas_hits;
+    cas_misses += o.cas_misses;
+    cas_badval += o.cas_badval;
+    cmd_flush += o.cmd_flush;
+    evictions += o.evictions;
+    expired += o.expired;
+    active_expired += o.active_expired;
+    out_of_memory += o.out_of_memory;
+    return *this;
+}
+
+namespace {
+std::uint64_t reverse_bits(std::uint64_t v) noexcept {
+    v = ((v >> 1) & 0x5555555555555555ull) | ((v & 0x5555555555555555ull) << 1);
+    v = ((v >> 2) & 0x3333333333333333ull) | ((v & 0x3333333333333333ull) << 2);
+    v = ((v >> 4) & 0x0f0f0f0f0f0f0f0full) | ((v & 0x0f0f0f0f0f0f0f0full) << 4);
+    return __builtin_bswap64(v);
+}
+}  // namespace
+
+std::size_t detail::scan_next_cursor(std::size_t cursor, std::size_t mask) noexcept {
+    // Increment the bits under the mask in reverse order (Redis' dictScan).
+    cursor |= ~mask;
+    cursor = reverse_bits(cursor);
+    ++cursor;
+    return reverse_bits(cursor);
+}
+
+store::store(const store_config& config) : config_(config), buckets_(initial_buckets, nullptr) {
+    expiry_timer_.set_callback([this] { expire_some(); });
+    flush_timer_.set_callback([this] { flush(); });
+}
+
+store::~store() {
+    stop_active_expiry();
+    flush_timer_.cancel();
+    for (item* it = lru_head_; it;) {
+        item* next = it->lru_next;
+        std::free(it);
+        it = next;
+    }
+}
+
+std::size_t store::footprint(std::size_t key_size, std::size_t value_size) noexcept {
+    // The allocation rounded like malloc does, plus its bookkeeping word.
+    return ((sizeof(item) + key_size + value_size + 15) & ~std::size_t{15}) + 16;
+}
+
+const store_stats& store::stats() const noexcept {
+    stats_.curr_items = count_;
+    stats_.bytes = items_bytes_;
+    return stats_;
+}
+
+// --- internals --------------------------------------------------------------
+
+item_view store::view(const item* it) const noexcept {
+    return item_view{it->key(), it->value(), it->flags, it->cas, it->expiry};
+}
+
+store::item* store::find(std::string_view key, std::uint64_t hash) noexcept {
+    for (item* it = buckets_[hash & (buckets_.size() - 1)]; it; it = it->hash_next) {
+        if (it->hash == hash && it->key() == key) return it;
+    }
+    return nullptr;
+}
+
+store::item* store::find_live(std::string_view key, std::uint64_t hash, time_point now) noexcept {
+    item* it = find(key, hash);
+    if (it && it->expiry <= now) {
+        unlink_and_free(it);
+        ++stats_.expired;
+        return nullptr;
+    }
+    return it;
+}
+
+store::item* store::allocate(std::string_view key, std::uint64_t hash, std::size_t value_size) {
+    auto* it = static_cast<item*>(std::malloc(sizeof(item) + key.size() + value_size));
+    if (!it) throw std::bad_alloc();
+    it->hash_next = it->lru_prev = it->lru_next = nullptr;
+    it->hash = hash;
+    it->cas = 0;
+    it->expiry = no_expiry;
+    it->ttl_index = 0;
+    it->flags = 0;
+    it->key_size = static_cast<std::uint32_t>(key.size());
+    it->value_size = static_cast<std::uint32_t>(value_size);
+    std::memcpy(it->data(), key.data(), key.size());
+    return it;
+}
+
+bool store::make_room(std::size_t bytes, const item* keep) {
+    while (memory_used() + bytes > config_.max_memory) {
+        if (!config_.evict) return false;
+        item* victim = lru_tail_;
+        if (victim == keep) victim = victim->lru_prev;
+        if (!victim) return false;
+        unlink_and_free(victim);
+        ++stats_.evictions;
+    }
+    return true;
+}
+
+void store::link(item* it) {
+    if (count_ + 1 > buckets_.size()) grow_table();
+    auto& head = buckets_[it->hash & (buckets_.size() - 1)];
+    it->hash_next = head;
+    head = it;
+    it->lru_prev = nullptr;
+    it->lru_next = lru_head_;
+    if (lru_head_) lru_head_->lru_prev = it;
+    lru_head_ = it;
+    if (!lru_tail_) lru_tail_ = it;
+    ++count_;
+    items_bytes_ += footprint(it->key_size, it->value_size);
+    if (it->expiry != no_expiry) {
+        it->ttl_index = static_cast<std::uint32_t>(with_ttl_.size());
+        with_ttl_.push_back(it);
+    }
+}
+
+void store::unlink_and_free(item* it) noexcept {
+    item** slot = &buckets_[it->hash & (buckets_.size() - 1)];
+    while (*slot != it) slot = &(*slot)->hash_next;
+    *slot = it->hash_next;
+    if (it->lru_prev)
+        it->lru_prev->lru_next = it->lru_next;
+    else
+        lru_head_ = it->lru_next;
+    if (it->lru_next)
+        it->lru_next->lru_prev = it->lru_prev;
+    else
+        lru_tail_ = it->lru_prev;
+    if (it->expiry != no_expiry) {
+        item* last = with_ttl_.back();
+        with_ttl_[it->ttl_index] = last;
+        last->ttl_index = it->ttl_index;
+        with_ttl_.pop_back();
+    }
+    --count_;
+    items_bytes_ -= footprint(it->key_size, it->value_size);
+    std::free(it);
+}
+
+void store::set_expiry(item* it, time_point expiry) {
+    const bool had = it->expiry != no_expiry;
+    const bool has = expiry != no_expiry;
+    if (!had && has) {
+        it->ttl_index = static_cast<std::uint32_t>(with_ttl_.size());
+        with_ttl_.push_back(it);
+    } else if (had && !has) {
+        item* last = with_ttl_.back();
+        with_ttl_[it->ttl_index] = last;
+        last->ttl_index = it->ttl_index;
+        with_ttl_.pop_back();
+    }
+    it->expiry = expiry;
+}
+
+void store::lru_bump(item* it) noexcept {
+    if (it == lru_head_) return;
+    it->lru_prev->lru_next = it->lru_next;
+    if (it->lru_next)
+        it->lru_next->lru_prev = it->lru_prev;
+    else
+        lru_tail_ = it->lru_prev;
+    it->lru_prev = nullptr;
+    it->lru_next = lru_head_;
+    lru_head_->lru_prev = it;
+    lru_head_ = it;
+}
+
+void store::grow_table() {
+    // A full rehash; chains stay short at load factor <= 1.
+    std::vector<item*> bigger(buckets_.size() * 2, nullptr);
+    const std::size_t mask = bigger.size() - 1;
+    for (item* head : buckets_) {
+        while (head) {
+            item* next = head->hash_next;
+            auto& slot = bigger[head->hash & mask];
+            head->hash_next = slot;
+            slot = head;
+            head = next;
+        }
+    }
+    buckets_.swap(bigger);
+}
+
+// --- lookups -----------------------------------------------------------------
+
+std::optional<item_view> store::get(std::string_view key) {
+    ++stats_.cmd_get;
+    const std::uint64_t hash = key_hash(key);
+    item* it = find(key, hash);
+    if (it && it->expiry <= config_.now()) {
+        unlink_and_free(it);
+        ++stats_.expired;
+        ++stats_.get_expired;
+        it = nullptr;
+    }
+    if (!it) {
+        ++stats_.get_misses;
+        return std::nullopt;
+    }
+    ++stats_.get_hits;
+    lru_bump(it);
+    return view(it);
+}
+
+std::optional<item_view> store::get_and_touch(std::string_view key, time_point expiry) {
+    ++stats_.cmd_touch;
+    ++stats_.cmd_get;
+    const time_point now = config_.now();
+    item* it = find_live(key, key_hash(key), now);
+    if (!it) {
+        ++stats_.touch_misses;
+        ++stats_.get_misses;
+        return std::nullopt;
+    }
+    ++stats_.touch_hits;
+    ++stats_.get_hits;
+    lru_bump(it);
+    if (expiry <= now) {
+        // memcached returns the value and the item is gone afterwards; copy
+        // nothing: the view would dangle, so move it to the expiry list and
+        // let the next access (or active expiry) remove it.
+        set_expiry(it, now);
+        return view(it);
+    }
+    set_expiry(it, expiry);
+    return view(it);
+}
+
+std::optional<item_view> store::peek(std::string_view key) {
+    item* it = find_live(key, key_hash(key), config_.now());
+    if (!it) return std::nullopt;
+    return view(it);
+}
+
+// --- writes ------------------------------------------------------------------
+
+store_result store::set(std::string_view key, std::string_view value, const set_options& options) {
+    ++stats_.cmd_set;
+    const time_point now = config_.now();
+    const std::uint64_t hash = key_hash(key);
+    item* old = find_live(key, hash, now);
+    switch (options.mode) {
+        case set_mode::set:
+            break;
+        case set_mode::add:
+            if (old) {
+                lru_bump(old);
+                return store_result::not_stored;
+            }
+            break;
+        case set_mode::replace:
+        case set_mode::append:
+        case set_mode::prepend:
+            if (!old) return store_result::not_stored;
+            break;
+        case set_mode::cas:
+            if (!old) {
+                ++stats_.cas_misses;
+                return store_result::not_found;
+            }
+            if (old->cas != options.cas) {
+                ++stats_.cas_badval;
+                return store_result::exists;
+            }
+            ++stats_.cas_hits;
+            break;
+    }
+    const bool concat = options.mode == set_mode::append || options.mode == set_mode::prepend;
+    const std::size_t value_size = concat ? old->value_size + value.size() : value.size();
+    const std::size_t bytes = footprint(key.size(), value_size);
+    if (value_size > std::numeric_limits<std::uint32_t>::max() ||
+        bytes + table_bytes() > config_.max_memory) {
+        return store_result::too_large;
+    }
+    time_point expiry = options.expiry;
+    std::uint32_t flags = options.flags;
+    if (concat || options.keep_ttl) expiry = old ? old->expiry : no_expiry;
+    if (concat) flags = old->flags;
+    if (expiry <= now) {
+        // Stored and expired at once (memcached's negative exptime).
+        if (old) unlink_and_free(old);
+        return store_result::stored;
+    }
+    const std::size_t freed = old ? footprint(old->key_size, old->value_size) : 0;
+    if (!make_room(bytes > freed ? bytes - freed : 0, old)) {
+        ++stats_.out_of_memory;
+        return store_result::no_memory;
+    }
+    item* it = allocate(key, hash, value_size);
+    char* dst = it->data() + key.size();
+    if (options.mode == set_mode::append) {
+        std::memcpy(dst, old->value().data(), old->value_size);
+        std::memcpy(dst + old->value_size, value.data(), value.size());
+    } else if (options.mode == set_mode::prepend) {
+        std::memcpy(dst, value.data(), value.size());
+        std::memcpy(dst + value.size(), old->value().data(), old->value_size);
+    } else {
+        std::memcpy(dst, value.data(), value.size());
+    }
+    it->flags = flags;
+    it->expiry = expiry;
+    it->cas = next_cas();
+    if (old) unlink_and_free(old);
+    link(it);
+    ++stats_.total_items;
+    return store_result::stored;
+}
+
+store_result store::remove(std::string_view key) {
+    item* it = find_live(key, key_hash(key), config_.now());
+    if (!it) {
+        ++stats_.delete_misses;
+        return store_result::not_found;
+    }
+    ++stats_.delete_hits;
+    unlink_and_free(it);
+    return store_result::deleted;
+}
+
+incr_result store::incr(std::string_view key, std::uint64_t delta) {
+    item* it = find_live(key, key_hash(key), config_.now());
+    if (!it) {
+        ++stats_.incr_misses;
+        return {store_result::not_found};
+    }
+    std::uint64_t value;
+    if (!parse_memcached_number(it->value(), value)) return {store_result::non_numeric};
+    ++stats_.incr_hits;
+    value += delta;  // wraps at 2^64 like memcached
+    char digits[24];
+    auto len =
+        static_cast<std::size_t>(std::to_chars(digits, digits + sizeof digits, value).ptr - digits);
+    if (len <= it->value_size) {
+        // In place, padded with spaces, as memcached does.
+        char* dst = it->data() + it->key_size;
+        std::memcpy(dst, digits, len);
+        std::memset(dst + len, ' ', it->value_size - len);
+        it->cas = next_cas();
+        lru_bump(it);
+        return {store_result::stored, value};
+    }
+    set_options options;
+    options.flags = it->flags;
+    options.expiry = it->expiry;
+    --stats_.cmd_set;  // internal rewrite, not a client set
+    const auto r = set(key, std::string_view(digits, len), options);
+    if (r != store_result::stored) return {r};
+    return {store_result::stored, value};
+}
+
+incr_result store::decr(std::string_view key, std::uint64_t delta) {
+    item* it = find_live(key, key_hash(key), config_.now());
+    if (!it) {
+        ++stats_.decr_misses;
+        return {store_result::not_found};
+    }
+    std::uint64_t value;
+    if (!parse_memcached_number(it->value(), value)) return {store_result::non_numeric};
+    ++stats_.decr_hits;
+    value = delta > value ? 0 : value - delta;
+    char digits[24];
+    auto len =
+        static_cast<std::size_t>(std::to_chars(digits, digits + sizeof digits, value).ptr - digits);
+    // A decrement never makes the number longer: always in place.
+    char* dst = it->data() + it->key_size;
+    std::memcpy(dst, digits, len);
+    std::memset(dst + len, ' ', it->value_size - len);
+    it->cas = next_cas();
+    lru_bump(it);
+    return {store_result::stored, value};
+}
+
+incr_by_result store::incr_by(std::string_view key, std::int64_t delta) {
+    const time_point now = config_.now();
+    item* it = find_live(key, key_hash(key), now);
+    std::int64_t value = 0;
+    if (it && !parse_strict_int64(it->value(), value)) return {store_result::non_numeric};
+    std::int64_t result;
+    if (__builtin_add_overflow(value, delta, &result)) return {store_result::out_of_range};
+    char digits[24];
+    auto len = static_cast<std::size_t>(std::to_chars(digits, digits + sizeof digits, result).ptr -
+                                        digits);
+    set_options options;
+    if (it) {
+        options.flags = it->flags;
+        options.expiry = it->expiry;
+    }
+    --stats_.cmd_set;
+    const auto r = set(key, std::string_view(digits, len), options);
+    if (r != store_result::stored) return {r};
+    return {store_result::stored, result};
+}
+
+store_result store::touch(std::string_view key, time_point expiry) {
+    ++stats_.cmd_touch;
+    const time_point now = config_.now();
+    item* it = find_live(key, key_hash(key), now);
+    if (!it) {
+        ++stats_.touch_misses;
+        return store_result::not_found;
+    }
+    ++stats_.touch_hits;
+    if (expiry <= now) {
+        unlink_and_free(it);
+        return store_result::touched;
+    }
+    set_expiry(it, expiry);
+    lru_bump(it);
+    return store_result::touched;
+}
+
+void store::flush() {
+    ++stats_.cmd_flush;
+    for (item* it = lru_head_; it;) {
+        item* next = it->lru_next;
+        std::free(it);
+        it = next;
+    }
+    lru_head_ = lru_tail_ = nullptr;
+    with_ttl_.clear();
+    buckets_.assign(initial_buckets, nullptr);
+    buckets_.shrink_to_fit();
+    count_ = 0;
+    items_bytes_ = 0;
+}
+
+void store::flush_at(time_point when) {
+    if (when <= config_.now()) {
+        flush_timer_.cancel();
+        flush();
+        return;
+    }
+    flush_timer_.arm(when);
+}
+
+// --- active expiry -------------------------------------------------------------
+
+void store::start_active_expiry() {
+    expiry_timer_.arm_periodic(config_.active_expiry_period);
+}
+
+void store::stop_active_expiry() noexcept {
+    expiry_timer_.cancel();
+}
+
+std::size_t store::expire_some() {
+    const time_point start = clock::now();
+    const time_point now = config_.now();
+    std::size_t removed = 0;
+    for (;;) {
+        if (with_ttl_.empty()) break;
+        unsigned expired_in_round = 0;
+        const unsigned samples = config_.active_expiry_samples;
+        for (unsigned i = 0; i < samples && !with_ttl_.empty(); ++i) {
+            // xorshift64: cheap, good enough for sampling.
+            sample_state_ ^= sample_state_ << 13;
+            sample_state_ ^= sample_state_ >> 7;
+            sample_state_ ^= sample_state_ << 17;
+            item* it = with_ttl_[sample_state_ % with_ttl_.size()];
+            if (it->expiry <= now) {
+                unlink_and_free(it);
+                ++expired_in_round;
+            }
+        }
+        removed += expired_in_round;
+        if (expired_in_round * 4 <= samples) break;
+        if (clock::now() - start >= config_.active_expiry_budget) break;
+    }
+    stats_.expired += removed;
+    stats_.active_expired += removed;
+    return removed;
+}
+
+}  // namespace percore::kv

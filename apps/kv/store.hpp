@@ -1,0 +1,301 @@
+// The kv app's protocol-neutral store: one `store` per shard holds the keys
+// that shard owns (see owner_shard()). Both front ends (memcached text
+// protocol, RESP2) run their commands against it on the owner shard, so a key
+// set over one protocol is visible over the other.
+//
+// A store is single-threaded: use it only from its own shard's thread. No
+// operation suspends, so a sequence of calls made by one fiber without
+// suspending in between is atomic (e.g. RESP `SET k v GET` = get() then set()).
+//
+// Views returned by lookups (item_view) point into the store's memory and stay
+// valid only until the next mutating call on the same store (set, remove,
+// incr, touch, flush, expire_some, eviction caused by a set...). Copy or
+// format them into a reply before doing anything else.
+//
+// Time: expiry is an absolute point on percore::clock (steady). Front ends
+// convert their protocol's TTL forms (memcached relative seconds / absolute
+// unix time, Redis EX/PX/EXAT/PXAT) with to_expiry() / from the unix helpers.
+// Lazy expiry: every lookup of an expired key removes it. Active expiry:
+// start_active_expiry() arms a periodic timer that samples keys with a TTL
+// and removes the expired ones, so unread expired keys do not pile up.
+//
+// Memory: every item is one allocation (header + key + value); its footprint
+// plus the hash table is charged against store_config::max_memory. When a set
+// does not fit, the least recently used items are evicted, or with
+// evict = false the set fails with store_result::no_memory.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "percore/clock.hpp"
+#include "percore/timer.hpp"
+
+namespace percore::kv {
+
+// "No expiry": the largest time point.
+inline constexpr time_point no_expiry = time_point::max();
+
+// A fast 64-bit hash of a key (used for both shard choice and hash tables).
+std::uint64_t key_hash(std::string_view key) noexcept;
+
+// The shard that owns `key` among `shard_count` shards. Uses the high half of
+// the hash so that a shard's own table (low bits) still spreads well.
+inline unsigned owner_shard_of_hash(std::uint64_t hash, unsigned shard_count) noexcept {
+    return static_cast<unsigned>(((hash >> 32) * shard_count) >> 32);
+}
+inline unsigned owner_shard(std::string_view key, unsigned shard_count) noexcept {
+    return owner_shard_of_hash(key_hash(key), shard_count);
+}
+
+// Seconds since the Unix epoch now (system clock), for protocols that speak
+// absolute unix times.
+std::int64_t unix_now() noexcept;
+// Converts an absolute unix time in seconds to a point on the steady clock.
+time_point from_unix_seconds(std::int64_t unix_seconds) noexcept;
+// Converts a point on the steady clock to an absolute unix time in milliseconds.
+std::int64_t to_unix_millis(time_point when) noexcept;
+
+// Tunables of one shard's store.
+struct store_config {
+    std::size_t max_memory = std::size_t{1} << 30;  // bytes for this shard's items + table
+    bool evict = true;                              // false: refuse sets when full (no_memory)
+    duration active_expiry_period = std::chrono::milliseconds(100);
+    unsigned active_expiry_samples = 20;                             // keys sampled per round
+    duration active_expiry_budget = std::chrono::microseconds(500);  // max time per tick
+    time_point (*now)() = &clock::now;  // time source (tests inject a fake clock)
+};
+
+// Outcome of a store operation; front ends map it to their protocol's reply.
+enum class store_result : std::uint8_t {
+    stored,        // set/add/replace/append/prepend/cas succeeded
+    not_stored,    // add: key exists; replace/append/prepend: key missing
+    exists,        // cas: the key was modified since the client read it
+    not_found,     // key missing (or expired)
+    deleted,       // remove succeeded
+    touched,       // touch/expire succeeded
+    no_memory,     // the store is full and evict = false (or nothing evictable)
+    too_large,     // the item alone is larger than the shard's memory
+    non_numeric,   // incr/decr on a value that is not a decimal integer
+    out_of_range,  // incr_by: the result would overflow a signed 64-bit
+};
+
+// How set() treats an existing / missing key.
+enum class set_mode : std::uint8_t {
+    set,      // store unconditionally
+    add,      // only if missing
+    replace,  // only if present
+    append,   // value := old + new (keeps old flags and expiry); only if present
+    prepend,  // value := new + old; only if present
+    cas,      // only if present and its cas equals set_options::cas
+};
+
+// Arguments of set() beyond key and value.
+struct set_options {
+    set_mode mode = set_mode::set;
+    std::uint32_t flags = 0;        // opaque client flags (memcached)
+    time_point expiry = no_expiry;  // absolute; a past point stores nothing (expired at once)
+    bool keep_ttl = false;          // keep the old item's expiry (Redis KEEPTTL)
+    std::uint64_t cas = 0;          // expected cas unique for set_mode::cas
+};
+
+// A read-only look at a stored item (see the lifetime rule at the top).
+struct item_view {
+    std::string_view key;
+    std::string_view value;
+    std::uint32_t flags = 0;
+    std::uint64_t cas = 0;  // unique per modification within this store
+    time_point expiry = no_expiry;
+};
+
+// Result of incr/decr: on success `value` is the new value.
+struct incr_result {
+    store_result status;  // stored, not_found, non_numeric or out_of_range
+    std::uint64_t value = 0;
+};
+// Result of incr_by (signed, Redis semantics).
+struct incr_by_result {
+    store_result status;  // stored, non_numeric or out_of_range
+    std::int64_t value = 0;
+};
+
+// Counters of one shard's store; the front ends sum them over shards for
+// memcached `stats` / Redis `INFO`.
+struct store_stats {
+    std::uint64_t curr_items = 0;
+    std::uint64_t total_items = 0;  // items ever stored
+    std::uint64_t bytes = 0;        // footprint of live items
+    std::uint64_t cmd_get = 0;      // keys looked up by get()
+    std::uint64_t get_hits = 0;
+    std::uint64_t get_misses = 0;
+    std::uint64_t get_expired = 0;  // get() found the key expired
+    std::uint64_t cmd_set = 0;      // set() calls (all modes)
+    std::uint64_t cmd_touch = 0;
+    std::uint64_t touch_hits = 0;
+    std::uint64_t touch_misses = 0;
+    std::uint64_t delete_hits = 0;
+    std::uint64_t delete_misses = 0;
+    std::uint64_t incr_hits = 0;
+    std::uint64_t incr_misses = 0;
+    std::uint64_t decr_hits = 0;
+    std::uint64_t decr_misses = 0;
+    std::uint64_t cas_hits = 0;
+    std::uint64_t cas_misses = 0;
+    std::uint64_t cas_badval = 0;
+    std::uint64_t cmd_flush = 0;
+    std::uint64_t evictions = 0;       // items dropped to make room
+    std::uint64_t expired = 0;         // items removed because their TTL passed (lazy + active)
+    std::uint64_t active_expired = 0;  // of which by active expiry
+    std::uint64_t out_of_memory = 0;   // sets refused with no_memory
+
+    // Adds another shard's counters (for totals).
+    store_stats& operator+=(const store_stats& o) noexcept;
+};
+
+class store {
+  public:
+    explicit store(const store_config& config = {});
+    ~store();
+    store(const store&) = delete;
+    store& operator=(const store&) = delete;
+
+    // --- lookups -----------------------------------------------------------
+
+    // Looks a key up for a client read: counts cmd_get and a hit or miss,
+    // marks the item recently used. nullopt if missing or expired.
+    std::optional<item_view> get(std::string_view key);
+    // get() that also sets the expiry (memcached gat/gats, Redis GETEX).
+    std::optional<item_view> get_and_touch(std::string_view key, time_point expiry);
+    // Looks a key up without counting or touching the LRU (EXISTS, TTL, TYPE...).
+    // Still removes the key if it expired.
+    std::optional<item_view> peek(std::string_view key);
+
+    // --- writes ------------------------------------------------------------
+
+    // Stores `value` under `key` as options.mode says. Returns stored,
+    // not_stored, exists, not_found (cas on a missing key), no_memory or too_large.
+    store_result set(std::string_view key, std::string_view value, const set_options& options = {});
+    // Removes a key: deleted or not_found.
+    store_result remove(std::string_view key);
+    // memcached incr/decr: the value must be a decimal unsigned 64-bit number
+    // (length <= 20 digits); incr wraps around 2^64, decr stops at 0. Keeps
+    // flags and expiry. not_found if missing.
+    incr_result incr(std::string_view key, std::uint64_t delta);
+    incr_result decr(std::string_view key, std::uint64_t delta);
+    // Redis INCRBY/DECRBY: a missing key counts as 0; the value must be a
+    // signed 64-bit decimal; overflow is out_of_range (nothing changes).
+    incr_by_result incr_by(std::string_view key, std::int64_t delta);
+    // Sets a key's expiry: touched or not_found. no_expiry makes it persistent.
+    store_result touch(std::string_view key, time_point expiry);
+    // Removes every item now (memcached flush_all, Redis FLUSHDB/FLUSHALL).
+    void flush();
+    // Removes every item once `when` has passed (memcached `flush_all N`):
+    // a timer on this shard; a later flush_at replaces it. Needs a reactor.
+    void flush_at(time_point when);
+
+    // --- iteration and housekeeping -----------------------------------------
+
+    // Calls fn(item_view) for up to about `count` live items starting at
+    // `cursor`, returns the cursor for the next call (0 when the walk is
+    // complete). Like Redis SCAN: items present for the whole walk are seen
+    // at least once; a resize in between may repeat some. fn must not modify
+    // the store.
+    template <typename F>
+    std::size_t scan(std::size_t cursor, std::size_t count, F&& fn);
+
+    // Arms the periodic active-expiry timer on the calling shard (needs a
+    // reactor); stop_active_expiry() or the destructor disarms it.
+    void start_active_expiry();
+    void stop_active_expiry() noexcept;
+    // One active-expiry round: samples keys with a TTL and removes expired
+    // ones, repeating while more than a quarter of a sample was expired and
+    // the time budget lasts. Returns how many keys it removed.
+    std::size_t expire_some();
+
+    // Live items (expired-but-not-yet-removed ones included).
+    std::size_t size() const noexcept { return count_; }
+    // Bytes charged against max_memory (items + hash table).
+    std::size_t memory_used() const noexcept { return items_bytes_ + table_bytes(); }
+    const store_config& config() const noexcept { return config_; }
+    const store_stats& stats() const noexcept;
+
+    // Bytes an item of this key and value size is charged.
+    static std::size_t footprint(std::size_t key_size, std::size_t value_size) noexcept;
+
+  private:
+    struct item;
+
+    item* find(std::string_view key, std::uint64_t hash) noexcept;
+    item* find_live(std::string_view key, std::uint64_t hash, time_point now) noexcept;
+    item* allocate(std::string_view key, std::uint64_t hash, std::size_t value_size);
+    bool make_room(std::size_t bytes, const item* keep);
+    void link(item* it);
+    void unlink_and_free(item* it) noexcept;
+    void replace_item(item* old_item, item* new_item) noexcept;
+    void set_expiry(item* it, time_point expiry);
+    void lru_bump(item* it) noexcept;
+    void grow_table();
+    std::size_t table_bytes() const noexcept { return buckets_.size() * sizeof(item*); }
+    item_view view(const item* it) const noexcept;
+    std::uint64_t next_cas() noexcept { return ++cas_counter_; }
+
+    store_config config_;
+    std::vector<item*> buckets_;  // chained hash table, power-of-two size
+    std::size_t count_ = 0;
+    std::size_t items_bytes_ = 0;
+    item* lru_head_ = nullptr;     // most recently used
+    item* lru_tail_ = nullptr;     // next eviction victim
+    std::vector<item*> with_ttl_;  // items with an expiry, for sampling
+    std::uint64_t cas_counter_ = 0;
+    std::uint64_t sample_state_ = 0x9e3779b97f4a7c15ull;  // xorshift state for sampling
+    mutable store_stats stats_;
+    timer expiry_timer_;
+    timer flush_timer_;
+};
+
+// --- implementation of the scan template ----------------------------------
+
+namespace detail {
+// Reverse-binary cursor increment (Redis' dictScan) so a resize between calls
+// does not skip buckets.
+std::size_t scan_next_cursor(std::size_t cursor, std::size_t mask) noexcept;
+}  // namespace detail
+
+struct store::item {
+    item* hash_next;
+    item* lru_prev;
+    item* lru_next;
+    std::uint64_t hash;
+    std::uint64_t cas;
+    time_point expiry;
+    std::uint32_t ttl_index;  // position in with_ttl_ (if expiry != no_expiry)
+    std::uint32_t flags;
+    std::uint32_t key_size;
+    std::uint32_t value_size;
+    char* data() noexcept { return reinterpret_cast<char*>(this + 1); }
+    const char* data() const noexcept { return reinterpret_cast<const char*>(this + 1); }
+    std::string_view key() const noexcept { return {data(), key_size}; }
+    std::string_view value() const noexcept { return {data() + key_size, value_size}; }
+};
+
+template <typename F>
+std::size_t store::scan(std::size_t cursor, std::size_t count, F&& fn) {
+    if (buckets_.empty()) return 0;
+    const std::size_t mask = buckets_.size() - 1;
+    const time_point now = config_.now();
+    std::size_t seen = 0;
+    do {
+        for (const item* it = buckets_[cursor & mask]; it; it = it->hash_next) {
+            if (it->expiry <= now) continue;
+            fn(view(it));
+            ++seen;
+        }
+        cursor = detail::scan_next_cursor(cursor, mask);
+    } while (cursor != 0 && seen < count);
+    return cursor;
+}
+
+}  // namespace percore::kv
