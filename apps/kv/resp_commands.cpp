@@ -142,17 +142,6 @@ long long expiry_unix_ms(time_point expiry, const store& st) {
     return unix_ms_now() + left.count();
 }
 
-bool iequals(std::string_view a, std::string_view b) noexcept {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        char x = a[i], y = b[i];
-        if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
-        if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
-        if (x != y) return false;
-    }
-    return true;
-}
-
 void invalid_expire(resp_writer& w, std::string_view command) {
     w.error("ERR invalid expire time in '" + std::string(command) + "' command");
 }
@@ -527,6 +516,17 @@ void cmd_ttl(std::span<const std::string_view> argv, bool millis, store& st, res
 }
 
 }  // namespace
+
+bool iequals(std::string_view a, std::string_view b) noexcept {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        char x = a[i], y = b[i];
+        if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
+        if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
+        if (x != y) return false;
+    }
+    return true;
+}
 
 const resp_command_info* find_resp_command(std::string_view name) noexcept {
     static const auto index = [] {

@@ -115,6 +115,9 @@ struct resp_settings {
 void execute_keyed(resp_cmd cmd, std::span<const std::string_view> argv, store& st,
                    const resp_settings& settings, std::string& out);
 
+// ASCII case-insensitive equality: command names and options.
+bool iequals(std::string_view a, std::string_view b) noexcept;
+
 // Redis's glob matching (stringmatchlen): *, ?, [a-z], [^x], backslash escapes.
 bool resp_glob_match(std::string_view pattern, std::string_view text) noexcept;
 

@@ -11,13 +11,9 @@
 namespace loadgen {
 namespace {
 
-class memcache_mode final : public mode {
+class memcache_mode final : public mode, private kv_workload {
   public:
-    explicit memcache_mode(const mode_options& options)
-        : size_(options.size),
-          keys_(options.keys),
-          sets_(options.set_ratio),
-          period_(options.set_ratio + options.get_ratio) {}
+    explicit memcache_mode(const mode_options& options) : kv_workload(options) {}
 
     void make_request(unsigned conn_id, std::uint64_t seq, std::string& out) override {
         const std::uint64_t key = key_of(conn_id, seq);
@@ -57,40 +53,6 @@ class memcache_mode final : public mode {
     }
 
   private:
-    bool is_set(std::uint64_t seq) const noexcept { return seq % period_ < sets_; }
-
-    std::uint64_t key_of(unsigned conn_id, std::uint64_t seq) const noexcept {
-        // splitmix64 of (connection, sequence): keys spread evenly.
-        std::uint64_t z = seq * 0x9e3779b97f4a7c15ull + conn_id * 0xbf58476d1ce4e5b9ull + 1;
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        return (z ^ (z >> 31)) % keys_;
-    }
-
-    static void append_number(std::string& out, std::uint64_t n) {
-        char digits[24];
-        out.append(digits, std::to_chars(digits, digits + sizeof digits, n).ptr);
-    }
-    // The value size is part of the key, so runs with different --size
-    // against one server never read each other's values.
-    void append_key(std::string& out, std::uint64_t key) const {
-        out += "key";
-        append_number(out, size_);
-        out += ":";
-        append_number(out, key);
-    }
-    void append_value(std::string& out, std::uint64_t key) const {
-        const std::size_t at = out.size();
-        out.resize(at + size_);
-        auto base = static_cast<unsigned char>(key * 31);
-        for (std::size_t i = 0; i < size_; ++i)
-            out[at + i] = static_cast<char>('a' + (base + i) % 26);
-    }
-
-    std::size_t size_;
-    std::uint64_t keys_;
-    unsigned sets_;
-    unsigned period_;
     std::string expected_;
 };
 
