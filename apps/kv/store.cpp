@@ -439,20 +439,30 @@ store_result store::remove(std::string_view key) {
 }
 
 incr_result store::incr(std::string_view key, std::uint64_t delta) {
+    return add_to_number(key, delta, true);
+}
+
+incr_result store::decr(std::string_view key, std::uint64_t delta) {
+    return add_to_number(key, delta, false);
+}
+
+// memcached's incr/decr: incr wraps at 2^64, decr stops at 0. The new number
+// is written in place, padded with spaces, when it fits (a decrement always
+// does); a longer one rewrites the item.
+incr_result store::add_to_number(std::string_view key, std::uint64_t delta, bool increment) {
     item* it = find_live(key, key_hash(key), config_.now());
     if (!it) {
-        ++stats_.incr_misses;
+        ++(increment ? stats_.incr_misses : stats_.decr_misses);
         return {store_result::not_found};
     }
     std::uint64_t value;
     if (!parse_memcached_number(it->value(), value)) return {store_result::non_numeric};
-    ++stats_.incr_hits;
-    value += delta;  // wraps at 2^64 like memcached
+    ++(increment ? stats_.incr_hits : stats_.decr_hits);
+    value = increment ? value + delta : (delta > value ? 0 : value - delta);
     char digits[24];
     auto len =
         static_cast<std::size_t>(std::to_chars(digits, digits + sizeof digits, value).ptr - digits);
     if (len <= it->value_size) {
-        // In place, padded with spaces, as memcached does.
         char* dst = it->data() + it->key_size;
         std::memcpy(dst, digits, len);
         std::memset(dst + len, ' ', it->value_size - len);
@@ -466,28 +476,6 @@ incr_result store::incr(std::string_view key, std::uint64_t delta) {
     --stats_.cmd_set;  // internal rewrite, not a client set
     const auto r = set(key, std::string_view(digits, len), options);
     if (r != store_result::stored) return {r};
-    return {store_result::stored, value};
-}
-
-incr_result store::decr(std::string_view key, std::uint64_t delta) {
-    item* it = find_live(key, key_hash(key), config_.now());
-    if (!it) {
-        ++stats_.decr_misses;
-        return {store_result::not_found};
-    }
-    std::uint64_t value;
-    if (!parse_memcached_number(it->value(), value)) return {store_result::non_numeric};
-    ++stats_.decr_hits;
-    value = delta > value ? 0 : value - delta;
-    char digits[24];
-    auto len =
-        static_cast<std::size_t>(std::to_chars(digits, digits + sizeof digits, value).ptr - digits);
-    // A decrement never makes the number longer: always in place.
-    char* dst = it->data() + it->key_size;
-    std::memcpy(dst, digits, len);
-    std::memset(dst + len, ' ', it->value_size - len);
-    it->cas = next_cas();
-    lru_bump(it);
     return {store_result::stored, value};
 }
 

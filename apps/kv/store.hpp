@@ -226,6 +226,7 @@ class store {
     static std::size_t footprint(std::size_t key_size, std::size_t value_size) noexcept;
 
   private:
+    incr_result add_to_number(std::string_view key, std::uint64_t delta, bool increment);
     struct item;
 
     item* find(std::string_view key, std::uint64_t hash) noexcept;
