@@ -5,6 +5,7 @@
 
 #include <cerrno>
 
+#include "asan.hpp"
 #include "percore/errors.hpp"
 
 namespace percore::detail {
@@ -37,6 +38,8 @@ stack_memory stack_pool::allocate(std::size_t size) {
 }
 
 void stack_pool::release(const stack_memory& stack) noexcept {
+    asan_unpoison_stack(static_cast<char*>(stack.mapping) + page_size(),
+                        stack.mapping_size - page_size());
     if (stack.mapping_size == default_size_ + page_size() && cached_.size() < max_cached_) {
         // The usable size shrank when the control block was placed; restore it.
         stack_memory s = stack;
