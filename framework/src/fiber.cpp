@@ -108,6 +108,7 @@ fiber_base* require_fiber(const char* what) {
 void suspend() {
     fiber_base* f = require_fiber("suspend");
     if (f->interrupted_) throw_interrupted(f);
+    if (f->on_block_) [[unlikely]] f->on_block_(f);
     f->state_ = fiber_state::suspended;
     reactor::local().switch_out(f);
     if (f->interrupted_) throw_interrupted(f);
@@ -115,6 +116,7 @@ void suspend() {
 
 void suspend_uninterruptible() {
     fiber_base* f = require_fiber("suspend");
+    if (f->on_block_) [[unlikely]] f->on_block_(f);
     ++f->uninterruptible_;
     f->state_ = fiber_state::suspended;
     reactor::local().switch_out(f);

@@ -1,5 +1,6 @@
 // The cross-shard mesh: rings for every ordered pair of shards, and on each
-// shard a poller that publishes what the shard staged and runs what arrived.
+// shard a poller that publishes what the shard staged and wakes the shard's
+// request runner, the fiber that runs what arrived.
 #include "percore/smp.hpp"
 
 #include <algorithm>
@@ -45,12 +46,23 @@ class shard_end final : public poller {
     void return_credit(unsigned to) noexcept { credits_[to]->signal(1); }
     ring& outbound(unsigned to) noexcept { return *outbound_[to]; }
     void staged(unsigned to) noexcept;
+    // The request runner fiber's body (see smp.hpp).
+    void run_requests();
 
     reactor* reactor_ = nullptr;  // set while attached
 
   private:
     bool publish_staged() noexcept;
     void publish_one(unsigned to) noexcept;
+    bool inbound_waiting() const noexcept;
+    void start_runner() noexcept;
+    bool drain_inbound(detail::fiber_base* self);
+    // Hands popped slots back to the peer, and only then the credits of the
+    // replies among them: a credit must never let a sender stage into a slot
+    // the ring has not got back yet (a call run inline may yield, and the
+    // credit's waiter run, before the pass ends).
+    void release_inbound(unsigned from) noexcept;
+    static void runner_blocked(detail::fiber_base* self) noexcept;
 
     unsigned id_;
     std::vector<ring*> outbound_;  // by destination (nullptr for self)
@@ -58,6 +70,11 @@ class shard_end final : public poller {
     std::vector<std::unique_ptr<semaphore>> credits_;
     std::vector<unsigned> dirty_;  // destinations with staged, unpublished messages
     std::vector<bool> is_dirty_;
+    // The fiber draining the inbound rings, if any; idle while it waits for
+    // the poller to see new messages.
+    detail::fiber_base* runner_ = nullptr;
+    bool runner_idle_ = false;
+    std::vector<unsigned> unreturned_credits_;  // by source: replies popped, slots not released
 };
 
 class smp_mesh {
@@ -121,7 +138,8 @@ shard_end::shard_end(smp_mesh& mesh, unsigned id, unsigned credits)
     : id_(id),
       outbound_(mesh.size(), nullptr),
       inbound_(mesh.size(), nullptr),
-      is_dirty_(mesh.size(), false) {
+      is_dirty_(mesh.size(), false),
+      unreturned_credits_(mesh.size(), 0) {
     credits_.resize(mesh.size());
     for (unsigned peer = 0; peer < mesh.size(); ++peer) {
         if (peer == id) continue;
@@ -151,6 +169,12 @@ void shard_end::staged(unsigned to) noexcept {
 }
 
 void shard_end::publish_one(unsigned to) noexcept {
+    // Free the slots of `to`'s messages we consumed BEFORE `to` can see our
+    // replies: a reply gives `to` its credit back, and the ring's "staging
+    // never fails" rule needs that request's slot to be free by then (else a
+    // burst of replies published mid-drain leaves `to` with credits but a
+    // full ring: "no ring slot despite a credit").
+    inbound_[to]->release();
     outbound_[to]->publish();
     // The target may have announced sleep and checked its rings before our
     // tail store landed: a full fence between the store and wake()'s load of
@@ -163,6 +187,7 @@ void shard_end::publish_one(unsigned to) noexcept {
 bool shard_end::publish_staged() noexcept {
     if (dirty_.empty()) return false;
     for (unsigned to : dirty_) {
+        inbound_[to]->release();  // see publish_one
         outbound_[to]->publish();
         is_dirty_[to] = false;
     }
@@ -174,23 +199,119 @@ bool shard_end::publish_staged() noexcept {
 
 bool shard_end::poll() {
     bool worked = publish_staged();
-    std::uint64_t received = 0;
-    for (unsigned from = 0; from < inbound_.size(); ++from) {
-        ring* in = inbound_[from];
-        if (!in) continue;
-        received += in->consume([&](detail::smp_message& m) {
-            bool reply = m.is_reply();
-            m.run();
-            if (reply) credits_[from]->signal(1);
-        });
-    }
-    if (received > 0) {
-        reactor_->stats().smp_messages_received += received;
+    if (inbound_waiting()) {
+        if (!runner_) {
+            start_runner();
+        } else if (runner_idle_) {
+            runner_idle_ = false;
+            detail::make_ready(runner_);
+        }
         worked = true;
-        // A request whose fiber could not start replies at once.
-        publish_staged();
     }
     return worked;
+}
+
+bool shard_end::inbound_waiting() const noexcept {
+    for (ring* in : inbound_) {
+        if (in && in->has_published()) return true;
+    }
+    return false;
+}
+
+namespace {
+// The request runner's body: a fiber whose run() drains the rings.
+struct request_runner final : detail::fiber_base {
+    explicit request_runner(shard_end& end) : end_(end) {}
+    void run() noexcept override;
+    shard_end& end_;
+};
+}  // namespace
+
+void shard_end::start_runner() noexcept {
+    try {
+        runner_ = detail::create_fiber<request_runner>("smp requests", 0, nullptr, *this);
+    } catch (const std::exception& e) {
+        // No stack: the messages stay in the rings and the next poll retries.
+        logger().error("shard {}: cannot start the cross-shard request runner: {}", id_, e.what());
+    }
+}
+
+void request_runner::run() noexcept {
+    try {
+        end_.run_requests();
+    } catch (const shutdown_error&) {
+        // The shard stops: what is left in the rings is abandoned by the mesh.
+    }
+}
+
+// Drains the rings until they are empty, then waits for the poller; ends
+// once another fiber took over the role (a call it ran blocked).
+void shard_end::run_requests() {
+    auto* self = detail::current_fiber();
+    struct leave_role {  // however the loop ends, the role is free again
+        shard_end& end;
+        detail::fiber_base* self;
+        ~leave_role() {
+            self->on_block_ = nullptr;
+            if (end.runner_ == self) end.runner_ = nullptr;
+        }
+    } guard{*this, self};
+    while (runner_ == self) {
+        self->on_block_ = &runner_blocked;
+        bool worked = drain_inbound(self);
+        if (runner_ != self) return;
+        self->on_block_ = nullptr;
+        if (worked) {
+            publish_staged();  // the replies, without waiting for the turn's end
+            continue;
+        }
+        runner_idle_ = true;
+        detail::suspend();
+    }
+}
+
+void shard_end::runner_blocked(detail::fiber_base* self) noexcept {
+    self->on_block_ = nullptr;
+    shard_end* end = local_end;
+    if (!end || end->runner_ != self) return;
+    end->runner_ = nullptr;
+    // Hand back the slots popped so far, and the credits of the replies
+    // among them, before anything else runs.
+    for (unsigned from = 0; from < end->inbound_.size(); ++from) end->release_inbound(from);
+}
+
+void shard_end::release_inbound(unsigned from) noexcept {
+    if (!inbound_[from]) return;
+    inbound_[from]->release();
+    if (unreturned_credits_[from] != 0)
+        credits_[from]->signal(std::exchange(unreturned_credits_[from], 0));
+}
+
+bool shard_end::drain_inbound(detail::fiber_base* self) {
+    std::uint64_t received = 0;
+    for (unsigned from = 0; from < inbound_.size() && runner_ == self; ++from) {
+        ring* in = inbound_[from];
+        if (!in) continue;
+        while (auto* m = in->front()) {
+            ++received;
+            if (m->is_reply()) {
+                m->run();
+                in->pop();
+                ++unreturned_credits_[from];
+            } else {
+                m->run_detached({[](void* q) noexcept { static_cast<ring*>(q)->pop(); }, in});
+                if (runner_ != self) break;  // the call blocked: the new runner goes on
+            }
+            if (reactor_->need_preempt()) {
+                release_inbound(from);
+                yield();
+                if (runner_ != self) break;
+            }
+        }
+        release_inbound(from);
+    }
+    reactor_->stats().smp_messages_received += received;
+    return received > 0;
 }
 
 bool shard_end::has_work() const {
@@ -198,10 +319,7 @@ bool shard_end::has_work() const {
     // Pairs with the fence in publish_one: orders the reactor's store of its
     // sleeping flag before these loads of the peers' tails.
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    for (ring* in : inbound_) {
-        if (in && in->has_published()) return true;
-    }
-    return false;
+    return inbound_waiting();
 }
 
 }  // namespace

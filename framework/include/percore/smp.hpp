@@ -1,6 +1,12 @@
 // Cross-shard calls: submit_to(shard, fn) runs fn in a fiber on another shard
 // and hands its result (or exception) back as a future on the calling shard.
 //
+// On the target, one fiber per shard (the request runner) drains the inbound
+// rings and runs each call inline, so a call that does not wait costs no
+// fiber of its own. A call that waits (I/O, a lock, a nested submit_to)
+// keeps the runner's stack: just before it blocks, the runner role passes to
+// a fresh fiber, so the rings never stall behind a waiting call.
+//
 // The wire is one bounded SPSC ring (spsc_queue.hpp) per ordered pair of
 // shards, carrying fixed-size messages (the callable and the reply travel
 // inline, no heap allocation per message when they fit). The ring from A to B
@@ -47,6 +53,13 @@ unsigned smp_credits() noexcept;
 
 namespace detail {
 
+// Hands a request's ring slot back (pops it) before the request runs: the
+// call may wait, and the ring must move on meanwhile.
+struct slot_release {
+    void (*fn)(void* context) noexcept;
+    void* context;
+};
+
 // One ring slot: a type-erased payload with an inline buffer. Payloads that
 // do not fit (or are over-aligned) are boxed on the heap instead.
 class alignas(cache_line_size) smp_message {
@@ -70,21 +83,27 @@ class alignas(cache_line_size) smp_message {
     // A message destroyed without run() or abandon() destroys its payload;
     // a promise in it then reports broken_promise.
     ~smp_message() {
-        if (op_) op_(storage_, action::destroy);
+        if (op_) op_(storage_, action::destroy, nullptr);
     }
 
     // Runs the payload on the receiving shard, then destroys it.
-    void run() noexcept { std::exchange(op_, nullptr)(storage_, action::run); }
+    void run() noexcept { std::exchange(op_, nullptr)(storage_, action::run, nullptr); }
+    // Moves the payload onto the caller's stack, destroys this message, calls
+    // `release` (which may pop the slot), then runs the payload: for requests,
+    // whose call may suspend.
+    void run_detached(slot_release release) noexcept {
+        std::exchange(op_, nullptr)(storage_, action::run_detached, &release);
+    }
     // For messages left in a ring once every shard stopped (single-threaded
     // then): a request fails its caller's future with shutdown_error, a
     // reply is delivered; then the payload is destroyed.
-    void abandon() noexcept { std::exchange(op_, nullptr)(storage_, action::abandon); }
+    void abandon() noexcept { std::exchange(op_, nullptr)(storage_, action::abandon, nullptr); }
     // Replies give a credit back to the receiving shard.
     bool is_reply() const noexcept { return is_reply_; }
 
   private:
-    enum class action { run, abandon, destroy };
-    using op_fn = void (*)(std::byte* storage, action what) noexcept;
+    enum class action { run, run_detached, abandon, destroy };
+    using op_fn = void (*)(std::byte* storage, action what, const slot_release* release) noexcept;
 
     template <typename P>
     static constexpr bool fits_inline = sizeof(P) <= inline_size && alignof(P) <= 16;
@@ -95,14 +114,28 @@ class alignas(cache_line_size) smp_message {
         if (what == action::abandon) p.abandon();
     }
     template <typename P>
-    static void inline_op(std::byte* storage, action what) noexcept {
+    static void inline_op(std::byte* storage, action what, const slot_release* release) noexcept {
         P* p = std::launder(reinterpret_cast<P*>(storage));
+        if (what == action::run_detached) {
+            static_assert(std::is_nothrow_move_constructible_v<P>);
+            P local(std::move(*p));
+            p->~P();
+            release->fn(release->context);
+            local.run();
+            return;
+        }
         apply(*p, what);
         p->~P();
     }
     template <typename P>
-    static void boxed_op(std::byte* storage, action what) noexcept {
+    static void boxed_op(std::byte* storage, action what, const slot_release* release) noexcept {
         P* p = *std::launder(reinterpret_cast<P**>(storage));
+        if (what == action::run_detached) {
+            release->fn(release->context);
+            std::unique_ptr<P> owned(p);
+            owned->run();
+            return;
+        }
         apply(*p, what);
         delete p;
     }
@@ -200,36 +233,8 @@ void smp_send_reply(unsigned to, promise<R>&& reply,
     smp_staged(to);
 }
 
-// The fiber that runs a request on the target shard.
-template <typename F, typename R>
-class smp_call_fiber final : public fiber_base {
-  public:
-    smp_call_fiber(F&& fn, promise<R>&& reply, unsigned from)
-        : fn_(std::move(fn)), reply_(std::move(reply)), from_(from) {}
-
-    void run() noexcept override {
-        std::optional<typename smp_reply<R>::stored> value;
-        std::exception_ptr error;
-        try {
-            if constexpr (std::is_void_v<R>) {
-                fn_();
-                value.emplace();
-            } else {
-                value.emplace(fn_());
-            }
-        } catch (...) {
-            error = std::current_exception();
-        }
-        smp_send_reply<R>(from_, std::move(reply_), std::move(value), std::move(error));
-    }
-
-  private:
-    F fn_;
-    promise<R> reply_;
-    unsigned from_;
-};
-
-// Runs on the target shard (from its poller): starts the call's fiber.
+// A call travelling to its target. Run there by the request runner fiber
+// (smp.cpp), off the ring (run_detached): fn may suspend.
 template <typename F, typename R>
 struct smp_request {
     F fn;
@@ -237,13 +242,19 @@ struct smp_request {
     unsigned from;
 
     void run() noexcept {
+        std::optional<typename smp_reply<R>::stored> value;
+        std::exception_ptr error;
         try {
-            create_fiber<smp_call_fiber<F, R>>("submit_to", 0, nullptr, std::move(fn),
-                                               std::move(reply), from);
+            if constexpr (std::is_void_v<R>) {
+                fn();
+                value.emplace();
+            } else {
+                value.emplace(fn());
+            }
         } catch (...) {
-            // No stack for the fiber: the caller gets the error.
-            smp_send_reply<R>(from, std::move(reply), std::nullopt, std::current_exception());
+            error = std::current_exception();
         }
+        smp_send_reply<R>(from, std::move(reply), std::move(value), std::move(error));
     }
     void abandon() noexcept {
         reply.set_exception(std::make_exception_ptr(

@@ -65,6 +65,10 @@ public:
     std::int64_t ready_at_ns_ = 0;         // when made ready, if its queue delay is sampled
     std::string name_;
     void* asan_fake_stack_ = nullptr;
+    // Called when this fiber is about to block in suspend(): lets a fiber that
+    // serves a queue (smp.cpp's request runner) hand its role to another
+    // before it waits. Null for almost every fiber.
+    void (*on_block_)(fiber_base* self) noexcept = nullptr;
 };
 
 // The fiber running on this thread, or nullptr on the reactor's own stack.
