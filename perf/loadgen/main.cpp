@@ -1,6 +1,8 @@
 // loadgen: drives a server with many connections from percore itself and
 // prints one summary line:
-//   requests_per_s=... p50_us=... p99_us=... p999_us=... errors=...
+//   requests_per_s=... p50_us=... p99_us=... p999_us=... errors=... hits=... misses=...
+// (or, with --json, one JSON object with the same fields). hits and misses
+// count the kv modes' GET replies in the measured window.
 // Closed loop by default (--pipeline requests in flight per connection); with
 // --rate, open loop at a fixed offered rate, latency counted from each
 // request's scheduled time (no coordinated omission). Every reply byte is
@@ -9,6 +11,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -94,6 +97,8 @@ struct settings {
 struct shard_result {
     histogram latencies;
     std::uint64_t errors = 0;
+    std::uint64_t hits = 0;
+    std::uint64_t misses = 0;
 };
 
 std::uint64_t ns_between(time_point a, time_point b) {
@@ -104,6 +109,11 @@ std::uint64_t ns_between(time_point a, time_point b) {
 // Counts an error once and says what it was (the first few times).
 void report_error(shard_result& result, unsigned id, const std::string& what) {
     if (result.errors++ < 5) logger().warn("connection {}: {}", id, what);
+}
+
+void count_kind(shard_result& result, reply_kind kind) {
+    if (kind == reply_kind::hit) ++result.hits;
+    if (kind == reply_kind::miss) ++result.misses;
 }
 
 void closed_loop(const settings& s, mode& m, unsigned id, connection& conn, shard_result& result) {
@@ -123,7 +133,8 @@ void closed_loop(const settings& s, mode& m, unsigned id, connection& conn, shar
     };
     send_more(clock::now());
     while (received < sent) {
-        if (!m.check_reply(id, received, in)) {
+        const reply_kind kind = m.check_reply(id, received, in);
+        if (kind == reply_kind::wrong) {
             report_error(result, id,
                          "reply " + std::to_string(received) + " is wrong or cut short");
             return;
@@ -131,6 +142,7 @@ void closed_loop(const settings& s, mode& m, unsigned id, connection& conn, shar
         time_point now = clock::now();
         if (now >= s.measure_start && now < s.end) {
             result.latencies.record(ns_between(sent_at[received % s.pipeline], now));
+            count_kind(result, kind);
         }
         ++received;
         if (in.buffered().empty()) send_more(now);
@@ -163,7 +175,8 @@ void open_loop(const settings& s, mode& m, unsigned id, connection& conn, shard_
         for (;;) {
             outstanding.wait();
             if (received == sent && done) return;
-            if (!m.check_reply(id, received, in)) {
+            const reply_kind kind = m.check_reply(id, received, in);
+            if (kind == reply_kind::wrong) {
                 report_error(result, id,
                              "reply " + std::to_string(received) + " is wrong or cut short");
                 conn.shutdown(SHUT_RDWR);
@@ -174,6 +187,7 @@ void open_loop(const settings& s, mode& m, unsigned id, connection& conn, shard_
             time_point now = clock::now();
             if (now >= s.measure_start && now < s.end) {
                 result.latencies.record(ns_between(scheduled[received % s.pipeline], now));
+                count_kind(result, kind);
             }
             ++received;
             window.signal();
@@ -250,7 +264,10 @@ int main(int argc, char** argv) {
         "rate", po::value<double>()->default_value(0),
         "offered requests/s in total (open loop); 0: closed loop")(
         "keys", po::value<std::uint64_t>()->default_value(100000), "kv modes: key space")(
-        "ratio", po::value<std::string>()->default_value("1:9"), "kv modes: SET:GET request mix");
+        "ratio", po::value<std::string>()->default_value("1:9"), "kv modes: SET:GET request mix")(
+        "key-pattern", po::value<std::string>()->default_value("uniform"),
+        "kv modes: uniform, or zipf:S (rank k drawn with probability ~ 1/k^S, S > 0)")(
+        "json", po::bool_switch(), "print the summary as one JSON object");
     return loadgen.run(argc, argv, [&] {
         const auto& o = loadgen.options();
         settings s;
@@ -272,6 +289,21 @@ int main(int argc, char** argv) {
             }
             s.protocol.set_ratio = sets;
             s.protocol.get_ratio = gets;
+        }
+        {
+            const auto pattern = o["key-pattern"].as<std::string>();
+            if (pattern.starts_with("zipf:")) {
+                const std::string exponent = pattern.substr(5);
+                char* end = nullptr;
+                s.protocol.zipf_exponent = std::strtod(exponent.c_str(), &end);
+                if (exponent.empty() || *end != '\0' || !(s.protocol.zipf_exponent > 0) ||
+                    s.protocol.zipf_exponent > 100)
+                    throw config_error("bad --key-pattern '" + pattern +
+                                       "': zipf:S needs 0 < S <= 100, e.g. zipf:0.99");
+            } else if (pattern != "uniform") {
+                throw config_error("bad --key-pattern '" + pattern +
+                                   "': expected uniform or zipf:S");
+            }
         }
         s.connections = o["connections"].as<unsigned>();
         s.pipeline = o["pipeline"].as<unsigned>();
@@ -301,13 +333,22 @@ int main(int argc, char** argv) {
         for (auto& r : per_shard) {
             total.latencies.merge(r.latencies);
             total.errors += r.errors;
+            total.hits += r.hits;
+            total.misses += r.misses;
         }
         auto us = [&](double q) {
             return static_cast<double>(total.latencies.quantile(q)) / 1000.0;
         };
-        std::printf("requests_per_s=%.0f p50_us=%.1f p99_us=%.1f p999_us=%.1f errors=%llu\n",
-                    static_cast<double>(total.latencies.total()) / duration, us(0.50), us(0.99),
-                    us(0.999), static_cast<unsigned long long>(total.errors));
+        const char* format =
+            o["json"].as<bool>()
+                ? "{\"requests_per_s\": %.0f, \"p50_us\": %.1f, \"p99_us\": %.1f, "
+                  "\"p999_us\": %.1f, \"errors\": %llu, \"hits\": %llu, \"misses\": %llu}\n"
+                : "requests_per_s=%.0f p50_us=%.1f p99_us=%.1f p999_us=%.1f errors=%llu "
+                  "hits=%llu misses=%llu\n";
+        std::printf(format, static_cast<double>(total.latencies.total()) / duration, us(0.50),
+                    us(0.99), us(0.999), static_cast<unsigned long long>(total.errors),
+                    static_cast<unsigned long long>(total.hits),
+                    static_cast<unsigned long long>(total.misses));
         std::fflush(stdout);
         return total.errors == 0 && total.latencies.total() > 0 ? 0 : 1;
     });

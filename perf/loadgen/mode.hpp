@@ -5,6 +5,7 @@
 #pragma once
 
 #include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -18,16 +19,73 @@ struct mode_options {
     std::uint64_t keys = 100000;  // key space (kv modes)
     unsigned set_ratio = 1;       // kv modes: sets per (set_ratio + get_ratio) requests
     unsigned get_ratio = 9;
+    double zipf_exponent = 0;  // kv modes: 0 uniform keys, > 0 zipf-distributed keys
 };
+
+// What a checked reply was: `wrong` is an error; kv GETs are hits or misses.
+enum class reply_kind : std::uint8_t { wrong, ok, hit, miss };
 
 class mode {
   public:
     virtual ~mode() = default;
     // Appends request `seq` of connection `conn_id` to out.
     virtual void make_request(unsigned conn_id, std::uint64_t seq, std::string& out) = 0;
-    // Reads the reply to request `seq`; false if any byte differs from what
+    // Reads the reply to request `seq`; `wrong` if any byte differs from what
     // was expected (or the peer closed mid-reply).
-    virtual bool check_reply(unsigned conn_id, std::uint64_t seq, percore::input_stream& in) = 0;
+    virtual reply_kind check_reply(unsigned conn_id, std::uint64_t seq,
+                                   percore::input_stream& in) = 0;
+};
+
+// Zipf-distributed ranks 1..n (P(k) ~ 1/k^s) by rejection-inversion
+// (Hörmann & Derflinger 1996): a few constants computed once, O(1) expected
+// time per sample, no table and no allocation, any s > 0 and any n.
+class zipf_sampler {
+  public:
+    zipf_sampler(std::uint64_t n, double s)
+        : n_(static_cast<double>(n)),
+          s_(s),
+          h_x1_(h_integral(1.5) - 1.0),
+          h_n_(h_integral(n_ + 0.5)),
+          cut_(2.0 - h_integral_inverse(h_integral(2.5) - h(2.0))) {}
+
+    // The rank for a stream of uniform 64-bit numbers (next() is called
+    // until a sample is accepted: once in most cases).
+    template <typename Next>
+    std::uint64_t sample(Next&& next) const {
+        for (;;) {
+            const double uniform = static_cast<double>(next() >> 11) * 0x1.0p-53;
+            const double u = h_n_ + uniform * (h_x1_ - h_n_);
+            const double x = h_integral_inverse(u);
+            double k = std::floor(x + 0.5);
+            if (k < 1) k = 1;
+            if (k > n_) k = n_;
+            if (k - x <= cut_ || u >= h_integral(k + 0.5) - h(k))
+                return static_cast<std::uint64_t>(k);
+        }
+    }
+
+  private:
+    double h(double x) const { return std::exp(-s_ * std::log(x)); }
+    double h_integral(double x) const {
+        const double log_x = std::log(x);
+        return helper2((1.0 - s_) * log_x) * log_x;
+    }
+    double h_integral_inverse(double x) const {
+        double t = x * (1.0 - s_);
+        if (t < -1.0) t = -1.0;  // rounding near the end of the range
+        return std::exp(helper1(t) * x);
+    }
+    // log1p(x)/x and expm1(x)/x, exact near 0.
+    static double helper1(double x) {
+        return std::abs(x) > 1e-8 ? std::log1p(x) / x
+                                  : 1.0 - x * (0.5 - x * (1.0 / 3.0 - 0.25 * x));
+    }
+    static double helper2(double x) {
+        return std::abs(x) > 1e-8 ? std::expm1(x) / x
+                                  : 1.0 + x * 0.5 * (1.0 + x / 3.0 * (1.0 + 0.25 * x));
+    }
+
+    double n_, s_, h_x1_, h_n_, cut_;
 };
 
 // What the kv modes (memcache, resp) share: a SET:GET mix over --keys keys
@@ -40,16 +98,25 @@ class kv_workload {
         : size_(options.size),
           keys_(options.keys),
           sets_(options.set_ratio),
-          period_(options.set_ratio + options.get_ratio) {}
+          period_(options.set_ratio + options.get_ratio),
+          zipf_(options.keys, options.zipf_exponent > 0 ? options.zipf_exponent : 1.0),
+          uniform_(!(options.zipf_exponent > 0)) {}
 
     bool is_set(std::uint64_t seq) const noexcept { return seq % period_ < sets_; }
 
+    // The key of request `seq` of a connection: a pure function of both, so
+    // the reply can be checked without remembering what was sent.
     std::uint64_t key_of(unsigned conn_id, std::uint64_t seq) const noexcept {
-        // splitmix64 of (connection, sequence): keys spread evenly.
-        std::uint64_t z = seq * 0x9e3779b97f4a7c15ull + conn_id * 0xbf58476d1ce4e5b9ull + 1;
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        return (z ^ (z >> 31)) % keys_;
+        // splitmix64 seeded by (connection, sequence).
+        std::uint64_t state = seq * 0x9e3779b97f4a7c15ull + conn_id * 0xbf58476d1ce4e5b9ull + 1;
+        auto next = [&state] {
+            std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+            z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+            return z ^ (z >> 31);
+        };
+        if (uniform_) return next() % keys_;
+        return zipf_.sample(next) - 1;  // rank 1 (the hottest) is key 0
     }
 
     static void append_number(std::string& out, std::uint64_t n) {
@@ -66,13 +133,16 @@ class kv_workload {
         const std::size_t at = out.size();
         out.resize(at + size_);
         auto base = static_cast<unsigned char>(key * 31);
-        for (std::size_t i = 0; i < size_; ++i) out[at + i] = static_cast<char>('a' + (base + i) % 26);
+        for (std::size_t i = 0; i < size_; ++i)
+            out[at + i] = static_cast<char>('a' + (base + i) % 26);
     }
 
     std::size_t size_;
     std::uint64_t keys_;
     unsigned sets_;
     unsigned period_;
+    zipf_sampler zipf_;
+    bool uniform_;
 };
 
 // The mode called `name`; throws percore::config_error for an unknown one.

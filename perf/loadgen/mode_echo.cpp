@@ -17,12 +17,14 @@ class echo_mode final : public mode {
         fill(conn_id, seq, out.data() + at);
     }
 
-    bool check_reply(unsigned conn_id, std::uint64_t seq, percore::input_stream& in) override {
+    reply_kind check_reply(unsigned conn_id, std::uint64_t seq,
+                           percore::input_stream& in) override {
         std::string_view reply = in.read_exactly(size_);
-        if (reply.size() != size_) return false;
+        if (reply.size() != size_) return reply_kind::wrong;
         expected_.resize(size_);
         fill(conn_id, seq, expected_.data());
-        return std::memcmp(reply.data(), expected_.data(), size_) == 0;
+        return std::memcmp(reply.data(), expected_.data(), size_) == 0 ? reply_kind::ok
+                                                                       : reply_kind::wrong;
     }
 
   private:

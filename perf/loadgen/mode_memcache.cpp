@@ -32,24 +32,25 @@ class memcache_mode final : public mode, private kv_workload {
         }
     }
 
-    bool check_reply(unsigned conn_id, std::uint64_t seq, percore::input_stream& in) override {
+    reply_kind check_reply(unsigned conn_id, std::uint64_t seq,
+                           percore::input_stream& in) override {
         const std::uint64_t key = key_of(conn_id, seq);
         std::string_view line = in.read_until("\r\n", 1024);
-        if (is_set(seq)) return line == "STORED\r\n";
-        if (line == "END\r\n") return true;  // a miss: nobody stored it yet
+        if (is_set(seq)) return line == "STORED\r\n" ? reply_kind::ok : reply_kind::wrong;
+        if (line == "END\r\n") return reply_kind::miss;  // nobody stored it yet
         expected_.clear();
         expected_ += "VALUE ";
         append_key(expected_, key);
         expected_ += " 0 ";
         append_number(expected_, size_);
         expected_ += "\r\n";
-        if (line != expected_) return false;
+        if (line != expected_) return reply_kind::wrong;
         std::string_view data = in.read_exactly(size_ + 2);
         expected_.clear();
         append_value(expected_, key);
         expected_ += "\r\n";
-        if (data != expected_) return false;
-        return in.read_until("\r\n", 16) == "END\r\n";
+        if (data != expected_) return reply_kind::wrong;
+        return in.read_until("\r\n", 16) == "END\r\n" ? reply_kind::hit : reply_kind::wrong;
     }
 
   private:

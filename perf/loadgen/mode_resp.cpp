@@ -35,19 +35,20 @@ class resp_mode final : public mode, private kv_workload {
         }
     }
 
-    bool check_reply(unsigned conn_id, std::uint64_t seq, percore::input_stream& in) override {
+    reply_kind check_reply(unsigned conn_id, std::uint64_t seq,
+                           percore::input_stream& in) override {
         const std::uint64_t key = key_of(conn_id, seq);
         std::string_view line = in.read_until("\r\n", 1024);
-        if (is_set(seq)) return line == "+OK\r\n";
-        if (line == "$-1\r\n") return true;  // a miss: nobody stored it yet
+        if (is_set(seq)) return line == "+OK\r\n" ? reply_kind::ok : reply_kind::wrong;
+        if (line == "$-1\r\n") return reply_kind::miss;  // nobody stored it yet
         expected_.clear();
         append_bulk_header(expected_, size_);
-        if (line != expected_) return false;
+        if (line != expected_) return reply_kind::wrong;
         std::string_view data = in.read_exactly(size_ + 2);
         expected_.clear();
         append_value(expected_, key);
         expected_ += "\r\n";
-        return data == expected_;
+        return data == expected_ ? reply_kind::hit : reply_kind::wrong;
     }
 
   private:
