@@ -1,9 +1,11 @@
 #include "percore/app.hpp"
 
 #include <sched.h>
+#include <sys/resource.h>
 #include <numa.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cstdio>
 #include <fstream>
@@ -29,6 +31,19 @@ unsigned parse_unsigned(const std::string& text, const std::string& whole) {
         throw config_error("bad CPU list '" + whole + "': '" + text + "' is not a CPU number");
     }
     return value;
+}
+
+// Servers hold a descriptor per connection: take the soft RLIMIT_NOFILE up to
+// the hard limit (the usual 1024 soft limit is far below what they need).
+void raise_fd_limit() {
+    rlimit lim{};
+    if (getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur >= lim.rlim_max) return;
+    const rlim_t before = lim.rlim_cur;
+    lim.rlim_cur = lim.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &lim) != 0) {
+        logger().warn("could not raise RLIMIT_NOFILE from {} to {}: errno {}", before, lim.rlim_max,
+                      errno);
+    }
 }
 
 std::set<unsigned> allowed_cpus() {
@@ -200,6 +215,7 @@ int app::run(int argc, char** argv, std::function<int()> main) {
             return 0;
         }
         po::notify(options_);
+        raise_fd_limit();
         configure();
         probe_io_uring(config_.reactor.ring_depth);
     } catch (const po::error& e) {

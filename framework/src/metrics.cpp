@@ -355,13 +355,15 @@ std::function<int()> observed_main(std::function<int()> main, unsigned metrics_p
         std::unique_ptr<metrics_server> server;
         if (metrics_port != 0) {
             try {
+                // Loopback only, like the apps' default --address: the metrics
+                // name shards, sizes and load, which is nobody else's business.
                 server =
-                    std::make_unique<metrics_server>("0.0.0.0:" + std::to_string(metrics_port));
+                    std::make_unique<metrics_server>("127.0.0.1:" + std::to_string(metrics_port));
             } catch (const io_error& e) {
                 throw config_error("cannot serve metrics on port " + std::to_string(metrics_port) +
                                    ": " + e.what());
             }
-            logger().info("metrics: http://0.0.0.0:{}/metrics", server->port());
+            logger().info("metrics: http://127.0.0.1:{}/metrics", server->port());
         }
         int result = main();
         if (server) server->stop();

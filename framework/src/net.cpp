@@ -137,7 +137,7 @@ std::size_t connection::read(std::span<char> buffer, std::optional<time_point> d
     return static_cast<std::size_t>(r);
 }
 
-void connection::write_all(std::string_view data) {
+void connection::write_all(std::string_view data, std::optional<time_point> deadline) {
     if (fd_ < 0) throw io_error(EBADF, "write on a closed connection");
     const char* p = data.data();
     std::size_t left = data.size();
@@ -153,7 +153,7 @@ void connection::write_all(std::string_view data) {
     while (left > 0) {
         int r =
             ring_op([&](io_uring_sqe* sqe) { io_uring_prep_send(sqe, fd_, p, left, MSG_NOSIGNAL); },
-                    std::nullopt);
+                    deadline);
         if (r < 0) throw_error(-r, "send");
         p += r;
         left -= static_cast<std::size_t>(r);

@@ -60,8 +60,10 @@ class connection {
     // there is something; 0 means the peer closed its side (EOF). Throws
     // timeout_error at the deadline, io_error on a reset or other failure.
     std::size_t read(std::span<char> buffer, std::optional<time_point> deadline = std::nullopt);
-    // Writes all of data (finishing partial sends); io_error if the peer is gone.
-    void write_all(std::string_view data);
+    // Writes all of data (finishing partial sends); io_error if the peer is gone,
+    // timeout_error if the whole write is not done by `deadline` (a peer that
+    // stopped reading: part of data may have been sent).
+    void write_all(std::string_view data, std::optional<time_point> deadline = std::nullopt);
     // Writes all the pieces in order (one sendmsg when they fit).
     void write_all(std::span<const iovec> pieces);
 
