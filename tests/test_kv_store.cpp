@@ -274,3 +274,36 @@ TEST_CASE("kv store: owner shards spread keys", "[kv]") {
     CHECK(key_hash("abc") == key_hash(std::string("abc")));
     CHECK(key_hash("abc") != key_hash("abd"));
 }
+
+TEST_CASE("kv store: a same-size overwrite keeps every rule of a set", "[kv]") {
+    using namespace std::chrono_literals;
+    store s(fake_clock_config());
+    REQUIRE(s.set("k", "aaaa", {.flags = 1, .expiry = fake_now_value + 10s}) ==
+            store_result::stored);
+    const auto first = s.get("k");
+    REQUIRE(first);
+    const std::uint64_t first_cas = first->cas;
+    const std::size_t memory = s.memory_used();
+    s.set("other", "x");
+    // Same size (the in-place path): new value, flags and cas, expiry cleared.
+    REQUIRE(s.set("k", "bbbb", {.flags = 2}) == store_result::stored);
+    auto v = s.get("k");
+    REQUIRE(v);
+    CHECK(v->value == "bbbb");
+    CHECK(v->flags == 2);
+    CHECK(v->cas > first_cas);
+    CHECK(v->expiry == no_expiry);
+    fake_now_value += 20s;  // the old TTL must not remove it
+    CHECK(value_of(s, "k") == "bbbb");
+    // Back to a TTL, then past it.
+    REQUIRE(s.set("k", "cccc", {.expiry = fake_now_value + 5s}) == store_result::stored);
+    fake_now_value += 6s;
+    CHECK_FALSE(s.get("k"));
+    CHECK(s.memory_used() < memory + store::footprint(5, 1) + 1);
+    // cas on the in-place path: the right cas stores, the old one is refused.
+    s.set("c", "1111");
+    const std::uint64_t cas = s.get("c")->cas;
+    CHECK(s.set("c", "2222", {.mode = set_mode::cas, .cas = cas}) == store_result::stored);
+    CHECK(s.set("c", "3333", {.mode = set_mode::cas, .cas = cas}) == store_result::exists);
+    CHECK(value_of(s, "c") == "2222");
+}

@@ -233,3 +233,49 @@ TEST_CASE("memcache parser: every split point parses the same", "[memcache]") {
     CHECK(run(script, 3) == whole);
     CHECK(run(script, 65536) == whole);
 }
+
+TEST_CASE("memcache parser: every size a client controls has a limit", "[memcache][limits]") {
+    const std::string fmt = "error:CLIENT_ERROR bad command line format\r\n";
+    const std::string e = "error:ERROR\r\n";
+    const std::string k250(250, 'k');
+    const std::string k251(251, 'k');
+    // Key length: 250 bytes like memcached, in every command that takes a key.
+    for (const std::string cmd : {"get ", "gets ", "gat 0 ", "gats 0 ", "delete ", "touch "}) {
+        INFO(cmd);
+        const std::string tail = cmd == "touch " ? " 0\r\n" : "\r\n";
+        CHECK(one(cmd + k251 + tail) == std::vector<std::string>{fmt});
+        CHECK(one(cmd + k250 + tail).at(0).find(k250) != std::string::npos);
+    }
+    CHECK(one("incr " + k251 + " 1\r\n") == std::vector<std::string>{fmt});
+    CHECK(one("append " + k251 + " 0 0 1 noreply\r\nx\r\n") ==
+          std::vector<std::string>{"error:", e});
+    // Value length: not negative, not past INT_MAX, nor a number that overflows.
+    CHECK(one("set k 0 0 99999999999999999999\r\n") == std::vector<std::string>{fmt});
+    CHECK(one("set k 0 0 2147483645\r\n") ==
+          std::vector<std::string>{"set too_large key=k data= flags=0 exp=0 n=0"});
+    // Arguments: at most 8 tokens after the command.
+    CHECK(one("touch k 1 2 3 4 5 6 7 8\r\n") == std::vector<std::string>{e});
+    // incr/decr deltas and cas uniques are 64-bit unsigned: one more is refused.
+    CHECK(one("incr n 18446744073709551615\r\n")[0] ==
+          "incr key=n flags=0 exp=0 n=18446744073709551615");
+    CHECK(one("decr n 18446744073709551616\r\n") ==
+          std::vector<std::string>{"error:CLIENT_ERROR invalid numeric delta argument\r\n"});
+    CHECK(one("cas k 0 0 1 18446744073709551616\r\nx\r\n") == std::vector<std::string>{fmt, e});
+    // Expiry: an int32 like memcached (higher bits dropped); past 64 bits an error.
+    CHECK(one("touch k 4294967297\r\n")[0] == "touch key=k flags=0 exp=1 n=0");
+    CHECK(one("touch k 99999999999999999999\r\n") ==
+          std::vector<std::string>{"error:CLIENT_ERROR invalid exptime argument\r\n"});
+    CHECK(one("set k 0 -99999999999999999999 1\r\nx\r\n") == std::vector<std::string>{fmt, e});
+    CHECK(one("verbosity 99999999999999999999\r\n") == std::vector<std::string>{fmt});
+    // Line length: 2048 bytes, 64 KiB for retrievals (many keys); past it the
+    // connection is closed, whether the end of line has arrived or not.
+    std::string keys;
+    while (keys.size() < 70 * 1024) keys += " key" + std::to_string(keys.size());
+    CHECK(one("get" + keys + "\r\n") ==
+          std::vector<std::string>{"close:CLIENT_ERROR line too long\r\n"});
+    CHECK(run("get" + keys, 4096) ==
+          std::vector<std::string>{"close:CLIENT_ERROR line too long\r\n"});
+    // A connection never needs to buffer more than a line and a value.
+    parser p;
+    CHECK(p.max_request_size() == 64 * 1024 + 1024 * 1024 + 2);
+}

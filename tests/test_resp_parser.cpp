@@ -309,3 +309,48 @@ TEST_CASE("resp_writer: reply framing", "[resp]") {
                                  "\r\n$0\r\n\r\n$-1\r\n*2\r\n*-1\r\n";
     REQUIRE(out == expected);
 }
+
+TEST_CASE("resp_parser: line limits hold however the line is split", "[resp][limits]") {
+    // Found by fuzz/resp_parser.cpp: a line past max_inline_len was refused
+    // when its end had not arrived yet but accepted when it came in one read.
+    resp_limits small;
+    small.max_inline_len = 16;
+    const std::string long_inline = "GET " + std::string(40, 'z') + "\r\n";
+    REQUIRE(feed_whole(long_inline, small).error == "ERR Protocol error: too big inline request");
+    check_split_invariant("PING\r\n" + long_inline, small);
+    REQUIRE(feed_whole("*" + std::string(20, '0') + "1\r\n$1\r\na\r\n", small).error ==
+            "ERR Protocol error: too big mbulk count string");
+    REQUIRE(feed_whole("*1\r\n$" + std::string(20, '0') + "1\r\na\r\n", small).error ==
+            "ERR Protocol error: too big bulk count string");
+    check_split_invariant("*1\r\n$" + std::string(20, '0') + "1\r\na\r\n", small);
+    // At the limit (16 bytes before the LF, CR included) is still a request.
+    REQUIRE(feed_whole("GET " + std::string(11, 'z') + "\r\n", small).requests.size() == 1);
+    // The replayed fuzz input itself (tests/fuzz-regressions/resp_parser/).
+    resp_limits fuzzed;
+    fuzzed.max_inline_len = 600;
+    check_split_invariant("GET \"" + std::string(650, 'x') + "\r\n", fuzzed);
+}
+
+TEST_CASE("resp_parser: every size a client controls has a limit", "[resp][limits]") {
+    // Arguments per request: INT_MAX like Redis 7, configurable; 10 before AUTH.
+    REQUIRE(feed_whole("*2147483647\r\n").error.empty());  // waits for the arguments
+    resp_limits limits;
+    limits.max_multibulk_len = 3;
+    REQUIRE(feed_whole(multibulk({"DEL", "a", "b"}), limits).requests.size() == 1);
+    REQUIRE(feed_whole(multibulk({"DEL", "a", "b", "c"}), limits).error ==
+            "ERR Protocol error: invalid multibulk length");
+    // Bulk length: --proto-max-bulk-len (512 MiB), 16 KiB before AUTH.
+    REQUIRE(feed_whole("*1\r\n$536870912\r\n").error.empty());
+    REQUIRE(feed_whole("*1\r\n$536870913\r\n").error == "ERR Protocol error: invalid bulk length");
+    REQUIRE(feed("*1\r\n$16385\r\n", {}, {}, false).error ==
+            "ERR Protocol error: unauthenticated bulk length");
+    // Inline requests and header lines: 64 KiB.
+    REQUIRE(feed_whole("GET " + std::string(64 * 1024, 'k') + "\r\n").error ==
+            "ERR Protocol error: too big inline request");
+    REQUIRE(feed_whole("GET " + std::string(64 * 1024 - 6, 'k') + "\r\n").requests.size() == 1);
+    // A waiting request never asks for more than its declared size.
+    resp_parser parser;
+    std::string buffer = "*1\r\n$536870912\r\n";
+    REQUIRE(parser.parse({buffer.data(), buffer.size()}) == resp_parser::status::need_more);
+    REQUIRE(parser.bytes_wanted() == buffer.size() + 536870912 + 2);
+}

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "percore/log.hpp"
+
 namespace percore::kv {
 
 namespace {
@@ -27,6 +29,11 @@ void db_shard::start() {
 
 void db_shard::stop() {
     store_.stop_active_expiry();
+    if (log_) log_->close();
+}
+
+void db_shard::sync_log() {
+    if (log_->needs_sync()) log_->sync();
 }
 
 bool db_shard::admit_connection() noexcept {
@@ -76,7 +83,10 @@ db_stats collect_stats(db& database) {
 
 void flush_all(db& database, time_point when) {
     ++database.local().connections().flush_commands;
-    database.invoke_on_all([when](db_shard& shard) { shard.store().flush_at(when); });
+    database.invoke_on_all([when](db_shard& shard) {
+        shard.store().flush_at(when);
+        shard.sync();  // --fsync always: the OK means the flush is durable
+    });
 }
 
 }  // namespace percore::kv

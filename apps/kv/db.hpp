@@ -5,12 +5,15 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "percore/sharded.hpp"
+#include "persistence.hpp"
 #include "store.hpp"
 
 namespace percore::kv {
@@ -21,6 +24,13 @@ struct db_config {
     bool evict = true;                              // false: --no-evict
     std::size_t max_connections = 10000;            // over all shards and protocols
     std::size_t max_item_size = 1024 * 1024;        // memcached value limit (-I)
+    // --idle-timeout: a connection silent this long, stuck this long in one
+    // request (slowloris) or not reading its replies this long is closed (0: never).
+    std::chrono::seconds idle_timeout{300};
+    // --max-output-buffer: reply bytes one connection may have pending before
+    // it is disconnected (one reply alone always fits: it is bounded by the value size).
+    std::size_t max_output_buffer = std::size_t{64} << 20;
+    persistence_config persistence;  // --data-dir, --fsync... (off by default)
 };
 
 // Connection counters of one shard (summed for stats / INFO).
@@ -57,9 +67,19 @@ class db_shard : public service<db_shard> {
     const db_config& config() const noexcept { return config_; }
     connection_stats& connections() noexcept { return connections_; }
 
-    // sharded<T> hooks: arm / disarm active expiry on this shard.
+    // sharded<T> hooks: arm / disarm active expiry on this shard; stop()
+    // also flushes and closes the log.
     void start();
     void stop();
+
+    // This shard's log (nullptr without --data-dir; open_persistence() makes it).
+    shard_log* log() noexcept { return log_.get(); }
+    void set_log(std::unique_ptr<shard_log> log) noexcept { log_ = std::move(log); }
+    // With --fsync always: suspends until this shard's changes so far are
+    // durable. Front ends call it before replying; a null test otherwise.
+    void sync() {
+        if (log_) sync_log();
+    }
 
     // Admission against --max-connections over the whole process: true if
     // the new connection may stay (then call release_connection() when it
@@ -72,8 +92,11 @@ class db_shard : public service<db_shard> {
     static std::int64_t started_unix() noexcept;
 
   private:
+    void sync_log();
+
     db_config config_;
     kv::store store_;
+    std::unique_ptr<shard_log> log_;
     connection_stats connections_;
 };
 

@@ -77,7 +77,10 @@ class forwarder {
         for (unsigned s = 0; s < shards_; ++s) {
             if (s == local_ || groups_[s].empty()) continue;
             futures_.push_back(
-                submit_to(s, [this, s, &exec]() noexcept(false) { run_group(exec, s); }));
+                submit_to(s, [this, s, &exec]() noexcept(false) {
+                    run_group(exec, s);
+                    db_.local().sync();  // --fsync always: durable before the reply
+                }));
         }
         std::exception_ptr error;
         try {

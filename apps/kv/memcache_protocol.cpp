@@ -5,9 +5,16 @@
 
 #include <charconv>
 
+#include "percore/log.hpp"
+#include "percore/reactor.hpp"
+
 namespace percore::kv::memcache {
 
 namespace {
+
+// memcached's reply when a get's values do not fit its output buffer.
+constexpr std::string_view output_overflow_reply =
+    "SERVER_ERROR out of memory writing get response\r\n";
 
 constexpr std::int64_t max_relative_exptime = 60 * 60 * 24 * 30;  // memcached's REALTIME_MAXDELTA
 
@@ -98,7 +105,10 @@ time_point to_expiry(std::int64_t exptime, time_point now) noexcept {
 }
 
 session::session(db& database, const parser_limits& limits)
-    : db_(database), parser_(limits), forwarder_(database) {}
+    : db_(database),
+      max_output_(database.local().config().max_output_buffer / shard_count()),
+      parser_(limits),
+      forwarder_(database) {}
 
 void session::add_keyed(std::uint32_t request, std::string_view key) {
     const auto tag = static_cast<std::uint32_t>(ops_.size());
@@ -114,12 +124,32 @@ void session::add_literal(std::string_view text) {
 
 void session::run_batch(std::string& out) {
     executor exec{this};
+    const std::size_t mark = out.size();
     forwarder_.run(exec, out);
+    if (overflowed_.load(std::memory_order_relaxed)) {
+        // Never a partial batch: a missing VALUE would read as a miss.
+        out.resize(mark);
+        out.append(output_overflow_reply);
+    }
     ops_.clear();
     requests_.clear();
 }
 
 void session::executor::operator()(db_shard& shard, std::uint32_t tag, std::string& out) const {
+    const std::size_t mark = out.size();
+    try {
+        run(shard, tag, out);
+    } catch (const std::exception& e) {
+        // A fault in one request (e.g. bad_alloc) fails that request only.
+        logger().error("kv memcache: request failed on shard {}: {}", this_shard_id(), e.what());
+        out.resize(mark);
+        out.append("SERVER_ERROR ");
+        out.append(e.what());
+        out.append("\r\n");
+    }
+}
+
+void session::executor::run(db_shard& shard, std::uint32_t tag, std::string& out) const {
     const op& o = self->ops_[tag];
     if (o.kind == op_kind::literal) {
         out.append(o.text);
@@ -127,16 +157,27 @@ void session::executor::operator()(db_shard& shard, std::uint32_t tag, std::stri
     }
     const request& r = self->requests_[o.request];
     store& s = shard.store();
+    if (!s.accepting_writes() && r.cmd != command::get && r.cmd != command::gets &&
+        r.cmd != command::gat && r.cmd != command::gats) {
+        // The disk of --data-dir is full: reads go on, writes are refused.
+        if (!r.noreply) out.append("SERVER_ERROR out of disk\r\n");
+        return;
+    }
     switch (r.cmd) {
         case command::get:
         case command::gets: {
-            if (auto v = s.get(o.key)) append_value(out, *v, r.cmd == command::gets);
+            if (auto v = s.get(o.key)) {
+                if (self->over_output_limit(out, v->value.size())) return;
+                append_value(out, *v, r.cmd == command::gets);
+            }
             return;
         }
         case command::gat:
         case command::gats: {
-            if (auto v = s.get_and_touch(o.key, to_expiry(r.exptime, clock::now())))
+            if (auto v = s.get_and_touch(o.key, to_expiry(r.exptime, clock::now()))) {
+                if (self->over_output_limit(out, v->value.size())) return;
                 append_value(out, *v, r.cmd == command::gats);
+            }
             return;
         }
         case command::set:
@@ -194,7 +235,29 @@ void session::executor::operator()(db_shard& shard, std::uint32_t tag, std::stri
     }
 }
 
+bool session::over_output_limit(const std::string& out, std::size_t more) {
+    // One value alone always fits (bounded by --max-item-size); past that,
+    // what this shard holds for the batch stays under its share of
+    // --max-output-buffer.
+    if (out.empty() || out.size() + more <= max_output_) return false;
+    overflowed_.store(true, std::memory_order_relaxed);
+    return true;
+}
+
 process_result session::process(std::string_view input, std::string& out) {
+    process_result result = process_requests(input, out);
+    if (overflowed_.load(std::memory_order_relaxed)) {
+        logger().warn(
+            "kv memcache: closing a connection whose replies passed --max-output-buffer "
+            "({} bytes)",
+            db_.local().config().max_output_buffer);
+        result.close = true;
+        result.more = false;
+    }
+    return result;
+}
+
+process_result session::process_requests(std::string_view input, std::string& out) {
     std::size_t pos = 0;
     process_result result;
     // Adds the keys of a retrieval request from `offset` until the batch is

@@ -4,6 +4,7 @@
 // batch); flush_all and stats go to every shard; replies keep request order.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -54,11 +55,17 @@ class session {
         std::string_view text;  // literal: the reply
     };
 
-    // Runs one operation on its owner shard (the forwarder's exec).
+    // Runs one operation on its owner shard (the forwarder's exec). An
+    // exception from one operation becomes its SERVER_ERROR reply, logged.
     struct executor {
         session* self;
         void operator()(db_shard& shard, std::uint32_t tag, std::string& out) const;
+        void run(db_shard& shard, std::uint32_t tag, std::string& out) const;
     };
+    process_result process_requests(std::string_view input, std::string& out);
+    // Whether `more` reply bytes would take this shard's part of the batch
+    // past --max-output-buffer; then marks the session overflowed.
+    bool over_output_limit(const std::string& out, std::size_t more);
 
     void add_keyed(std::uint32_t request, std::string_view key);
     void add_literal(std::string_view text);
@@ -66,6 +73,9 @@ class session {
     void append_stats(std::string& out);
 
     db& db_;
+    std::size_t max_output_;  // --max-output-buffer / shards: each owner shard's share
+    // A retrieval's replies passed --max-output-buffer (set by owner shards).
+    std::atomic<bool> overflowed_{false};
     parser parser_;
     forwarder forwarder_;
     std::vector<request> requests_;

@@ -1,5 +1,5 @@
-// The Redis command table and the single-key commands, with Redis 7.0's
-// argument rules and error wording (t_string.c, expire.c).
+// The single-key Redis commands, with Redis 7.0's argument rules and error
+// wording (t_string.c, expire.c), and INCRBYFLOAT's float text.
 #include "resp_commands.hpp"
 
 #include <algorithm>
@@ -11,7 +11,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <unordered_map>
 
 #include "resp_parser.hpp"
 #include "resp_writer.hpp"
@@ -20,103 +19,7 @@ namespace percore::kv {
 
 namespace {
 
-using K = resp_kind;
 using C = resp_cmd;
-
-// name, cmd, kind, arity, write, no_auth, first key, last key, step, group, summary
-constexpr resp_command_info table[] = {
-    {"get", C::get, K::keyed, 2, false, false, 1, 1, 1, "string", "Get the value of a key"},
-    {"set", C::set, K::keyed, -3, true, false, 1, 1, 1, "string", "Set the string value of a key"},
-    {"getdel", C::getdel, K::keyed, 2, true, false, 1, 1, 1, "string",
-     "Get the value of a key and delete the key"},
-    {"getex", C::getex, K::keyed, -2, true, false, 1, 1, 1, "string",
-     "Get the value of a key and optionally set its expiration"},
-    {"setnx", C::setnx, K::keyed, 3, true, false, 1, 1, 1, "string",
-     "Set the value of a key, only if the key does not exist"},
-    {"setex", C::setex, K::keyed, 4, true, false, 1, 1, 1, "string",
-     "Set the value and expiration of a key"},
-    {"psetex", C::psetex, K::keyed, 4, true, false, 1, 1, 1, "string",
-     "Set the value and expiration in milliseconds of a key"},
-    {"incr", C::incr, K::keyed, 2, true, false, 1, 1, 1, "string",
-     "Increment the integer value of a key by one"},
-    {"decr", C::decr, K::keyed, 2, true, false, 1, 1, 1, "string",
-     "Decrement the integer value of a key by one"},
-    {"incrby", C::incrby, K::keyed, 3, true, false, 1, 1, 1, "string",
-     "Increment the integer value of a key by the given amount"},
-    {"decrby", C::decrby, K::keyed, 3, true, false, 1, 1, 1, "string",
-     "Decrement the integer value of a key by the given number"},
-    {"incrbyfloat", C::incrbyfloat, K::keyed, 3, true, false, 1, 1, 1, "string",
-     "Increment the float value of a key by the given amount"},
-    {"append", C::append, K::keyed, 3, true, false, 1, 1, 1, "string", "Append a value to a key"},
-    {"strlen", C::strlen, K::keyed, 2, false, false, 1, 1, 1, "string",
-     "Get the length of the value stored in a key"},
-    {"getrange", C::getrange, K::keyed, 4, false, false, 1, 1, 1, "string",
-     "Get a substring of the string stored at a key"},
-    {"setrange", C::setrange, K::keyed, 4, true, false, 1, 1, 1, "string",
-     "Overwrite part of a string at key starting at the specified offset"},
-    {"expire", C::expire, K::keyed, -3, true, false, 1, 1, 1, "generic",
-     "Set a key's time to live in seconds"},
-    {"pexpire", C::pexpire, K::keyed, -3, true, false, 1, 1, 1, "generic",
-     "Set a key's time to live in milliseconds"},
-    {"expireat", C::expireat, K::keyed, -3, true, false, 1, 1, 1, "generic",
-     "Set the expiration for a key as a UNIX timestamp"},
-    {"pexpireat", C::pexpireat, K::keyed, -3, true, false, 1, 1, 1, "generic",
-     "Set the expiration for a key as a UNIX timestamp specified in milliseconds"},
-    {"ttl", C::ttl, K::keyed, 2, false, false, 1, 1, 1, "generic",
-     "Get the time to live for a key in seconds"},
-    {"pttl", C::pttl, K::keyed, 2, false, false, 1, 1, 1, "generic",
-     "Get the time to live for a key in milliseconds"},
-    {"persist", C::persist, K::keyed, 2, true, false, 1, 1, 1, "generic",
-     "Remove the expiration from a key"},
-    {"type", C::type, K::keyed, 2, false, false, 1, 1, 1, "generic",
-     "Determine the type stored at key"},
-    {"mget", C::mget, K::multi_key, -2, false, false, 1, -1, 1, "string",
-     "Get the values of all the given keys"},
-    {"mset", C::mset, K::multi_key, -3, true, false, 1, -1, 2, "string",
-     "Set multiple keys to multiple values"},
-    {"del", C::del, K::multi_key, -2, true, false, 1, -1, 1, "generic", "Delete a key"},
-    {"unlink", C::unlink, K::multi_key, -2, true, false, 1, -1, 1, "generic",
-     "Delete a key asynchronously in another thread"},
-    {"exists", C::exists, K::multi_key, -2, false, false, 1, -1, 1, "generic",
-     "Determine if a key exists"},
-    {"msetnx", C::msetnx, K::keyspace, -3, true, false, 1, -1, 2, "string",
-     "Set multiple keys to multiple values, only if none of the keys exist"},
-    {"dbsize", C::dbsize, K::keyspace, 1, false, false, 0, 0, 0, "server",
-     "Return the number of keys in the selected database"},
-    {"flushdb", C::flushdb, K::keyspace, -1, true, false, 0, 0, 0, "server",
-     "Remove all keys from the current database"},
-    {"flushall", C::flushall, K::keyspace, -1, true, false, 0, 0, 0, "server",
-     "Remove all keys from all databases"},
-    {"keys", C::keys, K::keyspace, 2, false, false, 0, 0, 0, "generic",
-     "Find all keys matching the given pattern"},
-    {"scan", C::scan, K::keyspace, -2, false, false, 0, 0, 0, "generic",
-     "Incrementally iterate the keys space"},
-    {"randomkey", C::randomkey, K::keyspace, 1, false, false, 0, 0, 0, "generic",
-     "Return a random key from the keyspace"},
-    {"info", C::info, K::keyspace, -1, false, false, 0, 0, 0, "server",
-     "Get information and statistics about the server"},
-    {"ping", C::ping, K::connection, -1, false, false, 0, 0, 0, "connection", "Ping the server"},
-    {"echo", C::echo, K::connection, 2, false, false, 0, 0, 0, "connection",
-     "Echo the given string"},
-    {"auth", C::auth, K::connection, -2, false, true, 0, 0, 0, "connection",
-     "Authenticate to the server"},
-    {"hello", C::hello, K::connection, -1, false, true, 0, 0, 0, "connection",
-     "Handshake with Redis"},
-    {"select", C::select, K::connection, 2, false, false, 0, 0, 0, "connection",
-     "Change the selected database for the current connection"},
-    {"client", C::client, K::connection, -2, false, false, 0, 0, 0, "connection",
-     "A container for client connection commands"},
-    {"command", C::command, K::connection, -1, false, false, 0, 0, 0, "server",
-     "Get array of Redis command details"},
-    {"config", C::config, K::connection, -2, false, false, 0, 0, 0, "server",
-     "A container for server configuration commands"},
-    {"quit", C::quit, K::connection, -1, false, true, 0, 0, 0, "connection",
-     "Close the connection"},
-    {"shutdown", C::shutdown, K::connection, -1, false, false, 0, 0, 0, "server",
-     "Synchronously save the dataset to disk and then shut down the server"},
-    {"time", C::time, K::connection, 1, false, false, 0, 0, 0, "server",
-     "Return the current server time"},
-};
 
 // Unix time in milliseconds now.
 long long unix_ms_now() noexcept {
@@ -172,8 +75,21 @@ bool parse_set_expiry(std::string_view arg, bool seconds, bool relative, std::st
     return true;
 }
 
+// Keyed commands and steps that change the store (refused when the log's disk is full).
+bool resp_command_writes(resp_cmd cmd) noexcept {
+    switch (cmd) {
+        case C::get: case C::strlen: case C::getrange: case C::ttl: case C::pttl: case C::type:
+        case C::step_mget: case C::step_exists:
+            return false;
+        default:
+            return true;
+    }
+}
+
 void reply_store_failure(resp_writer& w, store_result r) {
-    if (r == store_result::too_large) {
+    if (r == store_result::no_disk) {
+        w.error(resp_errors::no_disk);
+    } else if (r == store_result::too_large) {
         w.error("ERR string exceeds maximum allowed size for this shard's memory");
     } else {
         w.error(resp_errors::out_of_memory);
@@ -517,40 +433,15 @@ void cmd_ttl(std::span<const std::string_view> argv, bool millis, store& st, res
 
 }  // namespace
 
-bool iequals(std::string_view a, std::string_view b) noexcept {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        char x = a[i], y = b[i];
-        if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
-        if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
-        if (x != y) return false;
-    }
-    return true;
-}
-
-const resp_command_info* find_resp_command(std::string_view name) noexcept {
-    static const auto index = [] {
-        std::unordered_map<std::string_view, const resp_command_info*> m;
-        for (const auto& c : table) m.emplace(c.name, &c);
-        return m;
-    }();
-    char lower[24];
-    if (name.size() > sizeof(lower)) return nullptr;
-    for (std::size_t i = 0; i < name.size(); ++i) {
-        const char c = name[i];
-        lower[i] = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-    }
-    auto it = index.find(std::string_view(lower, name.size()));
-    return it == index.end() ? nullptr : it->second;
-}
-
-std::span<const resp_command_info> resp_command_table() noexcept {
-    return table;
-}
-
 void execute_keyed(resp_cmd cmd, std::span<const std::string_view> argv, store& st,
                    const resp_settings& settings, std::string& out) {
     resp_writer w(out);
+    if (!st.accepting_writes() && resp_command_writes(cmd)) {
+        // The disk of --data-dir is full: reads go on, writes are refused.
+        if (cmd == C::step_del) return out.push_back('0');
+        if (cmd == C::step_mset) return reply_store_failure(w, store_result::no_disk);
+        return w.error(resp_errors::no_disk);
+    }
     switch (cmd) {
         case C::get: {
             auto v = st.get(argv[1]);
@@ -634,79 +525,6 @@ void execute_keyed(resp_cmd cmd, std::span<const std::string_view> argv, store& 
             w.error("ERR internal: command is not keyed");
             return;
     }
-}
-
-bool resp_glob_match(std::string_view pattern, std::string_view text) noexcept {
-    // Redis's stringmatchlen, with a flag that stops retrying longer matches
-    // once a '*' tail failed everywhere (keeps bad patterns linear-ish).
-    struct matcher {
-        static bool run(const char* p, std::size_t plen, const char* s, std::size_t slen,
-                        bool& skip, int depth) {
-            if (depth > 1000) return false;  // Redis's nesting guard
-            while (plen && slen) {
-                switch (p[0]) {
-                    case '*':
-                        while (plen > 1 && p[1] == '*') ++p, --plen;
-                        if (plen == 1) return true;
-                        while (slen) {
-                            if (run(p + 1, plen - 1, s, slen, skip, depth + 1)) return true;
-                            if (skip) return false;
-                            ++s, --slen;
-                        }
-                        skip = true;
-                        return false;
-                    case '?':
-                        ++s, --slen;
-                        break;
-                    case '[': {
-                        ++p, --plen;
-                        const bool negate = plen && p[0] == '^';
-                        if (negate) ++p, --plen;
-                        bool match = false;
-                        for (;;) {
-                            if (plen == 0) {
-                                --p, ++plen;
-                                break;
-                            }
-                            if (p[0] == '\\' && plen >= 2) {
-                                ++p, --plen;
-                                if (p[0] == s[0]) match = true;
-                            } else if (p[0] == ']') {
-                                break;
-                            } else if (plen >= 3 && p[1] == '-') {
-                                int lo = p[0], hi = p[2];
-                                if (lo > hi) std::swap(lo, hi);
-                                p += 2, plen -= 2;
-                                if (s[0] >= lo && s[0] <= hi) match = true;
-                            } else if (p[0] == s[0]) {
-                                match = true;
-                            }
-                            ++p, --plen;
-                        }
-                        if (negate) match = !match;
-                        if (!match) return false;
-                        ++s, --slen;
-                        break;
-                    }
-                    case '\\':
-                        if (plen >= 2) ++p, --plen;
-                        [[fallthrough]];
-                    default:
-                        if (p[0] != s[0]) return false;
-                        ++s, --slen;
-                        break;
-                }
-                ++p, --plen;
-                if (slen == 0) {
-                    while (plen && p[0] == '*') ++p, --plen;
-                    break;
-                }
-            }
-            return plen == 0 && slen == 0;
-        }
-    };
-    bool skip = false;
-    return matcher::run(pattern.data(), pattern.size(), text.data(), text.size(), skip, 0);
 }
 
 std::string format_resp_float(long double value) {

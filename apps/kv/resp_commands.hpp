@@ -58,6 +58,7 @@ enum class resp_cmd : std::uint8_t {
     scan,
     randomkey,
     info,
+    bgrewriteaof,
     // Connection and server, no key.
     ping,
     echo,
@@ -106,7 +107,8 @@ std::span<const resp_command_info> resp_command_table() noexcept;
 
 // Settings the commands need wherever they run (read-only after start).
 struct resp_settings {
-    std::size_t proto_max_bulk_len = 512 * 1024 * 1024;  // also caps APPEND/SETRANGE results
+    std::size_t proto_max_bulk_len = 512 * 1024 * 1024;     // also caps APPEND/SETRANGE results
+    std::size_t max_output_buffer = std::size_t{64} << 20;  // --max-output-buffer
 };
 
 // Runs one keyed command or per-key step on the calling (owner) shard's
@@ -132,6 +134,8 @@ namespace resp_errors {
 inline constexpr std::string_view not_integer = "ERR value is not an integer or out of range";
 inline constexpr std::string_view syntax = "ERR syntax error";
 inline constexpr std::string_view no_auth = "NOAUTH Authentication required.";
+inline constexpr std::string_view no_disk =
+    "ERR out of disk: the change cannot be logged in --data-dir, write refused";
 inline constexpr std::string_view out_of_memory =
     "OOM command not allowed when used memory > 'maxmemory'.";
 }  // namespace resp_errors

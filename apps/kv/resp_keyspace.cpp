@@ -38,6 +38,7 @@
 #include "percore/fiber.hpp"
 #include "percore/reactor.hpp"
 #include "percore/smp.hpp"
+#include "persistence_setup.hpp"
 #include "resp_parser.hpp"
 #include "resp_server.hpp"
 #include "resp_writer.hpp"
@@ -399,6 +400,18 @@ void cmd_info(resp_shared& shared, argv_t argv, resp_writer& w) {
         line("keyspace_hits", total.store.get_hits);
         line("keyspace_misses", total.store.get_misses);
     }
+    if (wanted("persistence", true)) {
+        section("Persistence");
+        const log_stats logs = collect_log_stats(*shared.database);
+        line("aof_enabled", shared.database->local().log() ? 1 : 0);
+        line("aof_rewrite_in_progress", logs.rewriting ? 1 : 0);
+        line("aof_rewrites", logs.rewrites);
+        line("aof_current_size", logs.log_bytes);
+        line("aof_last_write_status", logs.disk_full ? "err" : "ok");
+        line("percore_log_records", logs.records);
+        line("percore_log_fsyncs", logs.syncs);
+        line("percore_log_replayed", logs.replayed);
+    }
     if (wanted("keyspace", true)) {
         section("Keyspace");
         // Expiring keys are not counted per shard by the store: expires=0.
@@ -427,6 +440,11 @@ void run_keyspace_command(resp_shared& shared, resp_cmd cmd, argv_t argv, std::s
             return cmd_msetnx(shared, argv, w);
         case resp_cmd::info:
             return cmd_info(shared, argv, w);
+        case resp_cmd::bgrewriteaof:  // compacts every shard's log (persistence_setup.hpp)
+            if (!shared.database->local().log()) return w.error("ERR no --data-dir: no log to rewrite");
+            if (start_log_rewrites(*shared.database) == 0)
+                return w.error("ERR Background append only file rewriting already in progress");
+            return w.simple("Background append only file rewriting started");
         default:
             return w.error("ERR internal: not a keyspace command");
     }

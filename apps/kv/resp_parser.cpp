@@ -110,6 +110,12 @@ std::size_t resp_parser::header_end(std::span<char> input, bool& too_big) {
         return npos;
     }
     scan_ = cr;
+    // Found or not, a line past the limit is refused: the outcome must not
+    // depend on how the bytes were split into reads.
+    if (cr - pos_ > limits_.max_inline_len) {
+        too_big = true;
+        return npos;
+    }
     if (cr + 2 > size) {  // the '\n' after '\r' is still to come (Redis does not check it is one)
         wanted_ = cr + 2;
         return npos;
@@ -183,6 +189,9 @@ resp_parser::status resp_parser::parse_inline(std::span<char> input) {
         wanted_ = size + 1;
         return status::need_more;
     }
+    // As when the newline has not arrived yet (above): too long is too long
+    // however the line was split into reads.
+    if (newline > limits_.max_inline_len) return fail("ERR Protocol error: too big inline request");
     std::size_t end = newline;
     if (end > 0 && data[end - 1] == '\r') --end;
     // Redis splits the line as a C string: it ends at the first NUL byte.

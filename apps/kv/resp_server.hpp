@@ -29,9 +29,9 @@ class resp_frontend;
 
 // Options of the Redis front end (the kv app's command line).
 struct resp_config {
-    std::string host = "0.0.0.0";  // --redis-host
-    std::uint16_t port = 6379;     // --redis-port (0: any free port, see resp_frontend::port)
-    std::string requirepass;       // --requirepass: empty = no AUTH needed
+    std::string host = "127.0.0.1";  // kv's --address (loopback unless told otherwise)
+    std::uint16_t port = 6379;       // --redis-port (0: any free port, see resp_frontend::port)
+    std::string requirepass;         // --requirepass: empty = no AUTH needed
     std::size_t proto_max_bulk_len = 512 * 1024 * 1024;            // --proto-max-bulk-len
     std::size_t client_query_buffer_limit = std::size_t{1} << 30;  // --client-query-buffer-limit
 };
@@ -58,6 +58,7 @@ struct resp_stats {
     std::uint64_t commands_processed = 0;
     std::uint64_t rejected_connections = 0;
     std::uint64_t protocol_errors = 0;
+    std::uint64_t output_buffer_disconnections = 0;  // past --max-output-buffer
 };
 
 // The front end on one shard. Build, start() and stop() it on its shard.
@@ -80,7 +81,6 @@ class resp_frontend {
     resp_shared& shared() noexcept { return shared_; }
 
   private:
-    class connection_handler;
     void accept_loop();
     void serve(percore::connection conn);
 

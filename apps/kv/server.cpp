@@ -17,6 +17,21 @@ namespace {
 constexpr std::size_t write_threshold = 256 * 1024;
 constexpr std::size_t read_buffer_size = 16 * 1024;
 
+// What a connection was waiting for when --idle-timeout ran out.
+enum class idle_wait : std::uint8_t { request, rest_of_request, replies };
+
+const char* describe(idle_wait w) noexcept {
+    switch (w) {
+        case idle_wait::request:
+            return "idle for";
+        case idle_wait::rest_of_request:
+            return "sent an incomplete request for";
+        case idle_wait::replies:
+            return "did not read its replies for";
+    }
+    return "?";
+}
+
 class memcache_session final : public protocol_session {
   public:
     memcache_session(db& database, const memcache::parser_limits& limits)
@@ -110,6 +125,10 @@ void tcp_server::serve(connection& conn) {
             shard.release_connection();
         }
     } guard{this, shard, conn};
+    const std::chrono::seconds idle = shard.config().idle_timeout;
+    // When the incomplete request at the front of the input began (slowloris).
+    std::optional<time_point> partial_since;
+    idle_wait waiting = idle_wait::request;  // what a timeout means
     try {
         input_stream in(conn, read_buffer_size, session->max_request_size() + read_buffer_size);
         std::string out;
@@ -117,13 +136,15 @@ void tcp_server::serve(connection& conn) {
         for (;;) {
             const auto r = session->process(in.buffered(), out);
             in.consume(r.consumed);
+            if (r.consumed > 0) partial_since.reset();
+            waiting = idle_wait::replies;
             if (r.close) {
-                if (!out.empty()) conn.write_all(std::string_view(out));
+                if (!out.empty()) write_with_timeout(conn, out, idle);
                 break;
             }
             if (r.more && out.size() < write_threshold) continue;
             if (!out.empty()) {
-                conn.write_all(std::string_view(out));
+                write_with_timeout(conn, out, idle);
                 out.clear();
                 if (out.capacity() > 4 * write_threshold) {
                     out.shrink_to_fit();
@@ -131,10 +152,31 @@ void tcp_server::serve(connection& conn) {
                 }
             }
             if (r.more) continue;
+            if (!in.buffered().empty() && !partial_since) partial_since = clock::now();
+            waiting = partial_since ? idle_wait::rest_of_request : idle_wait::request;
+            in.set_deadline(idle_deadline(idle, partial_since));
             if (!in.fill()) break;  // the peer closed
         }
     } catch (const shutdown_error&) {
         // The shard is stopping: just close.
+    } catch (const timeout_error& e) {
+        // --idle-timeout: silent, stuck in one request, or not reading replies.
+        std::string peer = "?";
+        try {
+            peer = conn.peer_address().to_string();
+        } catch (const io_error&) {
+            // Already reset: the address is gone, the log line stays useful.
+        }
+        logger().info("kv {}: closing connection from {}: {} {} s (--idle-timeout): {}", name_,
+                      peer, describe(waiting), idle.count(), e.what());
+        if (waiting == idle_wait::rest_of_request) {  // say why the request was dropped
+            try {
+                write_with_timeout(conn, "SERVER_ERROR request incomplete at --idle-timeout\r\n",
+                                   std::chrono::seconds(1));
+            } catch (const std::exception& w) {
+                logger().debug("kv {}: timeout reply not sent: {}", name_, w.what());
+            }
+        }
     } catch (const io_error& e) {
         // Resets, broken pipes, cancellation at stop: normal ends of a connection.
         logger().debug("kv {}: connection ended: {}", name_, e.what());
@@ -142,6 +184,23 @@ void tcp_server::serve(connection& conn) {
         logger().warn("kv {}: connection closed after an error: {}", name_, e.what());
     }
     conn.close();
+}
+
+std::optional<time_point> idle_deadline(std::chrono::seconds timeout,
+                                        std::optional<time_point> partial_since) {
+    if (timeout.count() == 0) return std::nullopt;
+    return partial_since.value_or(clock::now()) + timeout;
+}
+
+void write_with_timeout(connection& conn, std::string_view data, std::chrono::seconds timeout) {
+    if (timeout.count() == 0) return conn.write_all(data);
+    // Slices small enough that a reading client always finishes one in time.
+    constexpr std::size_t slice = 4 * 1024 * 1024;
+    while (!data.empty()) {
+        const std::string_view piece = data.substr(0, slice);
+        conn.write_all(piece, clock::now() + timeout);
+        data.remove_prefix(piece.size());
+    }
 }
 
 std::uint16_t listen_all(sharded<tcp_server>& servers, const socket_address& address) {

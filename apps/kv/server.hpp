@@ -4,9 +4,11 @@
 // around a protocol session. A front end plugs in a protocol_session factory.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_set>
@@ -64,6 +66,18 @@ class tcp_server : public service<tcp_server> {
     gate gate_;
     std::unordered_set<connection*> open_;
 };
+
+// The deadline of a connection's next read under --idle-timeout (nullopt when
+// it is 0): `timeout` after `partial_since`, when the incomplete request at the
+// front of its input began (so a byte a second does not keep it alive), else
+// `timeout` from now.
+std::optional<time_point> idle_deadline(std::chrono::seconds timeout,
+                                        std::optional<time_point> partial_since);
+
+// Writes all of data, throwing timeout_error when the peer accepts nothing for
+// `timeout` (--idle-timeout; 0: wait forever). Progress renews the deadline, so
+// a slow but reading client gets a large reply.
+void write_with_timeout(connection& conn, std::string_view data, std::chrono::seconds timeout);
 
 // Listens on every shard (the first shard picks the port when it is 0) and
 // returns the port.

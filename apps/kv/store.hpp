@@ -81,6 +81,7 @@ enum class store_result : std::uint8_t {
     too_large,     // the item alone is larger than the shard's memory
     non_numeric,   // incr/decr on a value that is not a decimal integer
     out_of_range,  // incr_by: the result would overflow a signed 64-bit
+    no_disk,       // the change cannot be logged (--data-dir's disk is full): nothing changed
 };
 
 // How set() treats an existing / missing key.
@@ -155,6 +156,20 @@ struct store_stats {
     store_stats& operator+=(const store_stats& o) noexcept;
 };
 
+// Told of every change a store makes for its clients (the kv persistence
+// logs them; see persistence.hpp). Evictions and expiry removals are not
+// reported: a log replays to the same state minus what expired.
+class store_observer {
+  public:
+    virtual ~store_observer() = default;
+    // False: refuse client writes with store_result::no_disk.
+    virtual bool accepting() const noexcept = 0;
+    virtual void on_set(const item_view& item) = 0;  // the key's whole new state
+    virtual void on_remove(std::string_view key) = 0;
+    virtual void on_expire(std::string_view key, time_point expiry) = 0;
+    virtual void on_flush() = 0;
+};
+
 class store {
   public:
     explicit store(const store_config& config = {});
@@ -221,6 +236,11 @@ class store {
     std::size_t memory_used() const noexcept { return items_bytes_ + table_bytes(); }
     const store_config& config() const noexcept { return config_; }
     const store_stats& stats() const noexcept;
+    // Reports every later change to `observer` (nullptr: none, the default).
+    void set_observer(store_observer* observer) noexcept { observer_ = observer; }
+    // False while writes are refused with no_disk (front ends check it first
+    // for commands whose reply does not carry a store_result).
+    bool accepting_writes() const noexcept { return !observer_ || observer_->accepting(); }
 
     // Bytes an item of this key and value size is charged.
     static std::size_t footprint(std::size_t key_size, std::size_t value_size) noexcept;
@@ -244,6 +264,7 @@ class store {
     std::uint64_t next_cas() noexcept { return ++cas_counter_; }
 
     store_config config_;
+    store_observer* observer_ = nullptr;  // the shard's log with --data-dir
     std::vector<item*> buckets_;  // chained hash table, power-of-two size
     std::size_t count_ = 0;
     std::size_t items_bytes_ = 0;

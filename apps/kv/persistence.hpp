@@ -1,0 +1,151 @@
+// kv durability (--data-dir): each shard appends every change of its store
+// to its own log, DIR/shard-N/log (format: log_format.hpp), replays it at
+// start and compacts it in the background. See docs/persistence.md for what
+// each --fsync mode promises.
+//
+// The store reports changes through store_observer without suspending: the
+// records go to an in-memory buffer, and one writer fiber per shard writes
+// what accumulated in one direct write (then one fdatasync with --fsync
+// always): group commit. With always, a front end calls db_shard::sync()
+// before sending replies, which suspends until its changes are durable.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "log_file.hpp"
+#include "percore/clock.hpp"
+#include "percore/future.hpp"
+#include "percore/sync.hpp"
+#include "store.hpp"
+
+namespace percore {
+class task_queue;
+}
+
+namespace percore::kv {
+
+// When the log is made durable (Redis's appendfsync).
+enum class fsync_mode : std::uint8_t { always, everysec, no };
+
+// Parses "always" / "everysec" / "no" (config_error otherwise).
+fsync_mode parse_fsync_mode(std::string_view text);
+
+// The persistence options of the kv app.
+struct persistence_config {
+    std::string data_dir;  // empty: no persistence (a pure cache)
+    fsync_mode fsync = fsync_mode::everysec;
+    bool repair = false;          // --repair-log: cut a corrupt log instead of refusing to start
+    double rewrite_factor = 2.0;  // compact when the log passes factor x live data
+    std::uint64_t rewrite_min_size = 16 << 20;  // ... and at least this many bytes
+
+    bool enabled() const noexcept { return !data_dir.empty(); }
+};
+
+// Applies one replayed record (not a header) to a store: keys already
+// expired are removed, not stored. Returns false if a set did not fit
+// (--max-memory). `steady_now` and `unix_now_ms` are one moment on both clocks.
+bool replay_record(kv::store& store, const log_record& record, time_point steady_now,
+                   std::int64_t unix_now_ms);
+// The system clock now in unix milliseconds.
+std::int64_t unix_now_millis() noexcept;
+
+// Counters of one shard's log (INFO persistence).
+struct log_stats {
+    std::uint64_t log_bytes = 0;  // current log file's data
+    std::uint64_t records = 0;    // appended since start
+    std::uint64_t syncs = 0;      // fdatasyncs
+    std::uint64_t rewrites = 0;   // compactions finished
+    std::uint64_t replayed = 0;   // records replayed at start
+    bool disk_full = false;
+    bool rewriting = false;
+};
+
+// One shard's log. Build, open(), use and close() on its shard.
+class shard_log final : public store_observer {
+  public:
+    shard_log(const persistence_config& config, kv::store& store, unsigned shard,
+              unsigned shard_count);
+    ~shard_log() override;
+    shard_log(const shard_log&) = delete;
+    shard_log& operator=(const shard_log&) = delete;
+
+    // The directory of this shard's files (DIR/shard-N).
+    std::string directory() const;
+    // Replays DIR/shard-N/log into the store (skipping expired keys; logs
+    // records, bytes, seconds), opens it for appending and starts the writer.
+    // config_error on corruption (see scan_log).
+    void open();
+    // Writes and syncs everything appended, stops the fibers, closes the file.
+    void close();
+
+    // store_observer: each change becomes a record in the buffer.
+    bool accepting() const noexcept override { return !disk_full_ && !failed_ && !closing_; }
+    void on_set(const item_view& item) override;
+    void on_remove(std::string_view key) override;
+    void on_expire(std::string_view key, time_point expiry) override;
+    void on_flush() override;
+
+    // With --fsync always: suspends until every record appended so far is
+    // durable. io_error if the log failed.
+    void sync();
+    bool always() const noexcept { return mode_ == fsync_mode::always; }
+    bool needs_sync() const noexcept { return mode_ == fsync_mode::always && durable_ < appended_; }
+    // Starts a background compaction; false if one is running (or closing).
+    bool start_rewrite();
+
+    log_stats stats() const;
+
+  private:
+    void appended(std::size_t bytes);
+    void writer_loop();
+    void write_batch();
+    void check_room();
+    void maybe_rewrite();
+    void rewrite();
+    void finish_rewrite();
+    void abort_rewrite(const std::exception& e);
+    std::string snapshot_path() const;
+
+    persistence_config config_;
+    kv::store& store_;
+    unsigned shard_;
+    unsigned shard_count_;
+    fsync_mode mode_;
+
+    log_appender appender_;
+    std::string pending_;         // records not yet handed to the writer
+    std::string writing_;         // the batch being written
+    std::uint64_t appended_ = 0;  // records' bytes appended since open (a sequence number)
+    std::uint64_t durable_ = 0;   // ... of which durable (always) / written (other modes)
+    bool synced_ = true;          // everything written was fdatasync'ed
+    time_point last_sync_{};
+    bool disk_full_ = false;
+    bool failed_ = false;
+    bool closing_ = false;
+    bool writer_idle_ = false;
+    bool store_observer_attached_ = false;
+
+    mutex writer_mutex_;
+    condition_variable writer_cv_;  // work for the writer
+    mutex sync_mutex_;
+    condition_variable durable_cv_;  // durable_ moved (or the log failed)
+    future<void> writer_;
+
+    // Compaction.
+    task_queue* compaction_queue_ = nullptr;
+    bool rewriting_ = false;
+    bool rewrite_ready_ = false;  // the snapshot is written: the writer switches
+    std::string rewrite_tail_;    // records appended since the rewrite began
+    std::unique_ptr<log_appender> rewrite_appender_;
+    future<void> rewriter_;
+    promise<void> switched_;
+    std::uint64_t rewrites_ = 0;
+    std::uint64_t records_ = 0;
+    std::uint64_t syncs_ = 0;
+    std::uint64_t replayed_ = 0;
+};
+
+}  // namespace percore::kv

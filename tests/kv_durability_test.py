@@ -1,0 +1,346 @@
+#!/usr/bin/env python3
+"""Integration test of the kv app's durability (--data-dir).
+
+- kill -9 while clients write with --fsync always: every acknowledged write
+  is there after a restart, and nothing that was never written;
+- graceful restarts (SIGTERM, RESP SHUTDOWN) keep everything with everysec,
+  including a restart with another --smp (keys re-distributed);
+- a full disk (a small tmpfs mounted here, root only) refuses writes with
+  errors, keeps serving reads, and accepts writes again once space returns.
+
+usage: kv_durability_test.py PATH/TO/kv
+"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+try:
+    import redis
+    from pymemcache.client.base import Client as MemcacheClient
+except ImportError:
+    if sys.executable != "/usr/bin/python3" and os.path.exists("/usr/bin/python3"):
+        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
+    raise
+
+KV = None
+WAIT = 20.0  # seconds: generous bound for anything to happen (not a timing assertion)
+BASE = os.environ.get("PERCORE_TEST_DIR", "/var/tmp")  # a disk, not tmpfs
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A kv process on fresh ports; stderr kept in a file for failures."""
+
+    def __init__(self, data_dir, *extra, smp=2):
+        self.rport, self.mport = free_port(), free_port()
+        self.log = tempfile.NamedTemporaryFile(prefix="kv-durability-", suffix=".log", delete=False)
+        argv = [KV, "--smp", str(smp), "--redis-port", str(self.rport), "--memcache-port",
+                str(self.mport), "--data-dir", data_dir] + list(extra)
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self.log)
+        deadline = time.monotonic() + 60  # a replay may take a while on a loaded machine
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.rport), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.kill()
+                    raise RuntimeError("kv did not start:\n" + self.stderr())
+                time.sleep(0.05)
+
+    def redis(self):
+        return redis.Redis(port=self.rport, socket_timeout=WAIT)
+
+    def memcache(self):
+        return MemcacheClient(("127.0.0.1", self.mport), timeout=WAIT, connect_timeout=WAIT)
+
+    def stderr(self):
+        with open(self.log.name, errors="replace") as f:
+            return f.read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=WAIT)
+        finally:
+            self.kill()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.log.close()
+        os.unlink(self.log.name) if os.path.exists(self.log.name) else None
+
+
+def value_of(i, gen=0):
+    return ("v%d-%d-" % (i, gen)) + "x" * (i % 50)
+
+
+class DurabilityTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="kv-durability-", dir=BASE)
+
+    def tearDown(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def test_kill9_with_fsync_always_keeps_every_acknowledged_write(self):
+        server = Server(self.dir, "--fsync", "always")
+        try:
+            # 100 000 keys from 4 connections, pipelined: each pipeline's
+            # replies mean its writes are durable.
+            def writer(t):
+                r = server.redis()
+                for start in range(t * 25000, (t + 1) * 25000, 500):
+                    p = r.pipeline(transaction=False)
+                    for i in range(start, start + 500):
+                        p.set("key:%d" % i, value_of(i))
+                    self.assertTrue(all(p.execute()))
+            threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            self.assertEqual(server.redis().dbsize(), 100000)
+            # Now overwrite and add while being killed: track what was
+            # acknowledged and what was sent.
+            acked, sent, stop = set(), set(), threading.Event()
+            lock = threading.Lock()
+
+            def churn(t):
+                r = server.redis()
+                i = 100000 + t * 1000000
+                try:
+                    while not stop.is_set():
+                        batch = list(range(i, i + 50))
+                        i += 50
+                        with lock:
+                            sent.update(batch)
+                        p = r.pipeline(transaction=False)
+                        for k in batch:
+                            p.set("key:%d" % k, value_of(k, 1))
+                        p.execute()
+                        with lock:
+                            acked.update(batch)
+                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                    pass
+            threads = [threading.Thread(target=churn, args=(t,)) for t in range(3)]
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + WAIT
+            while len(acked) < 5000 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            server.proc.send_signal(signal.SIGKILL)
+            server.proc.wait()
+            stop.set()
+            for t in threads:
+                t.join()
+            self.assertGreater(len(acked), 0)
+        finally:
+            server.kill()
+        server = Server(self.dir, "--fsync", "always")
+        try:
+            r = server.redis()
+            for start in range(0, 100000, 1000):
+                keys = ["key:%d" % i for i in range(start, start + 1000)]
+                got = r.mget(keys)
+                for i, v in zip(range(start, start + 1000), got):
+                    self.assertEqual(v, value_of(i).encode(), "key:%d" % i)
+            acked_l = sorted(acked)
+            for start in range(0, len(acked_l), 1000):
+                chunk = acked_l[start:start + 1000]
+                got = r.mget(["key:%d" % i for i in chunk])
+                for i, v in zip(chunk, got):
+                    self.assertEqual(v, value_of(i, 1).encode(), "acknowledged key:%d lost" % i)
+            # Nothing that was never written: every key is an initial one or a sent one.
+            total = r.dbsize()
+            self.assertGreaterEqual(total, 100000 + len(acked))
+            self.assertLessEqual(total, 100000 + len(sent))
+            extra = sorted(sent - acked)
+            for start in range(0, len(extra), 1000):
+                chunk = extra[start:start + 1000]
+                for i, v in zip(chunk, r.mget(["key:%d" % i for i in chunk])):
+                    self.assertIn(v, (None, value_of(i, 1).encode()))
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+    def test_graceful_restarts_keep_everything_with_everysec(self):
+        server = Server(self.dir)  # default: --fsync everysec
+        expected = {}
+        try:
+            r = server.redis()
+            p = r.pipeline(transaction=False)
+            for i in range(20000):
+                p.set("k%d" % i, value_of(i))
+                expected["k%d" % i] = value_of(i).encode()
+            p.execute()
+            for i in range(0, 20000, 7):
+                r.delete("k%d" % i)
+                expected.pop("k%d" % i)
+            r.incrby("counter", 41)
+            r.incr("counter")
+            expected["counter"] = b"42"
+            r.append("k1", "-more")
+            expected["k1"] += b"-more"
+            r.set("ttl-long", "a", ex=3600)
+            expected["ttl-long"] = b"a"
+            r.set("ttl-short", "b", px=300)
+            mc = server.memcache()
+            mc.set("mc-key", b"from memcache", expire=0, noreply=False)
+            expected["mc-key"] = b"from memcache"
+        finally:
+            self.assertEqual(server.stop(), 0)  # SIGTERM flushes and closes the logs
+        time.sleep(0.4)  # ttl-short expires while down
+        # A different shard count: the keys move to their new owners.
+        for smp, how in ((1, "shutdown"), (2, "sigterm")):
+            server = Server(self.dir, smp=smp)
+            try:
+                r = server.redis()
+                self.assertEqual(r.dbsize(), len(expected))
+                keys = sorted(expected)
+                for start in range(0, len(keys), 1000):
+                    chunk = keys[start:start + 1000]
+                    self.assertEqual(r.mget(chunk), [expected[k] for k in chunk])
+                self.assertGreater(r.ttl("ttl-long"), 3000)
+                self.assertIsNone(r.get("ttl-short"))
+                r.set("written-smp-%d" % smp, "yes")
+                expected["written-smp-%d" % smp] = b"yes"
+                if how == "shutdown":
+                    try:
+                        r.shutdown()
+                    except redis.exceptions.ConnectionError:
+                        pass
+                    self.assertEqual(server.proc.wait(timeout=WAIT), 0)
+            finally:
+                if how == "sigterm":
+                    self.assertEqual(server.stop(), 0)
+                server.kill()
+        server = Server(self.dir)
+        try:
+            r = server.redis()
+            self.assertEqual(r.dbsize(), len(expected))
+            # BGREWRITEAOF compacts every shard's log; the data stays.
+            self.assertTrue(r.bgrewriteaof())
+            deadline = time.monotonic() + WAIT
+            while r.info("persistence")["aof_rewrites"] < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertEqual(r.info("persistence")["aof_rewrites"], 2)
+            r.set("after-rewrite", "z")
+            expected["after-rewrite"] = b"z"
+        finally:
+            self.assertEqual(server.stop(), 0)
+        server = Server(self.dir)
+        try:
+            r = server.redis()
+            keys = sorted(expected)
+            self.assertEqual(r.dbsize(), len(keys))
+            self.assertEqual(r.mget(keys), [expected[k] for k in keys])
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+    def test_corrupt_log_refuses_to_start_unless_repaired(self):
+        server = Server(self.dir, "--fsync", "always", smp=1)
+        try:
+            r = server.redis()
+            for i in range(2000):
+                r.set("c%d" % i, "value-%d" % i)
+        finally:
+            self.assertEqual(server.stop(), 0)
+        path = os.path.join(self.dir, "shard-0", "log")
+        with open(path, "r+b") as f:
+            data = f.read()
+            at = data.index(b"value-1000")
+            f.seek(at)
+            f.write(b"VALUE")
+        proc = subprocess.run([KV, "--smp", "1", "--redis-port", str(free_port()),
+                               "--memcache-port", "0", "--data-dir", self.dir],
+                              capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn(path, proc.stderr)
+        self.assertIn("--repair-log", proc.stderr)
+        server = Server(self.dir, "--repair-log", smp=1)
+        try:
+            r = server.redis()
+            self.assertEqual(r.get("c999"), b"value-999")
+            self.assertIsNone(r.get("c1000"))
+            self.assertEqual(r.dbsize(), 1000)
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+    def test_disk_full_refuses_writes_and_recovers(self):
+        mnt = tempfile.mkdtemp(prefix="kv-diskfull-", dir=BASE)
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt],
+                                 capture_output=True).returncode == 0
+        if not mounted:
+            os.rmdir(mnt)
+            self.skipTest("cannot mount a small tmpfs here (needs root)")
+        server = None
+        try:
+            data = os.path.join(mnt, "data")
+            server = Server(data, "--fsync", "always", smp=1)
+            filler = os.path.join(mnt, "filler")
+            free = shutil.disk_usage(mnt).free
+            with open(filler, "wb") as f:
+                f.write(b"\0" * (free - (4 << 20)))
+            mc = server.memcache()
+            r = server.redis()
+            value = b"d" * 4000
+            acked, refused = [], 0
+            for i in range(5000):
+                try:
+                    mc.set("full%d" % i, value, noreply=False)
+                    acked.append(i)
+                except Exception as e:  # pymemcache raises MemcacheServerError
+                    self.assertIn("out of disk", str(e))
+                    refused += 1
+                    if refused >= 3:
+                        break
+            self.assertGreater(refused, 0, "the disk never filled up")
+            with self.assertRaises(redis.exceptions.ResponseError) as cm:
+                r.set("resp-key", "x")
+            self.assertIn("disk", str(cm.exception))
+            # Reads keep working.
+            self.assertEqual(mc.get("full%d" % acked[0]), value)
+            self.assertEqual(r.get("full%d" % acked[-1]), value)
+            os.unlink(filler)
+            deadline = time.monotonic() + WAIT
+            while True:
+                try:
+                    r.set("resp-key", "back")
+                    break
+                except redis.exceptions.ResponseError:
+                    self.assertLess(time.monotonic(), deadline, "writes never came back")
+                    time.sleep(0.1)
+            mc.set("after-full", b"ok", noreply=False)
+            self.assertEqual(server.stop(), 0)
+            server = Server(data, "--fsync", "always", smp=1)
+            r = server.redis()
+            for i in acked:
+                self.assertEqual(r.get("full%d" % i), value)
+            self.assertEqual(r.get("resp-key"), b"back")
+            self.assertEqual(r.get("after-full"), b"ok")
+            self.assertEqual(server.stop(), 0)
+            server = None
+        finally:
+            if server:
+                server.kill()
+            subprocess.run(["umount", mnt])
+            os.rmdir(mnt)
+
+
+if __name__ == "__main__":
+    KV = os.path.abspath(sys.argv.pop(1))
+    unittest.main(verbosity=2)
