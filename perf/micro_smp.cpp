@@ -2,9 +2,14 @@
 //   build/perf/micro --benchmark_filter=submit_to
 // Needs two shards (the default with 2 allowed CPUs, pinned); skipped otherwise.
 #include <benchmark/benchmark.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
+#include <thread>
 #include <vector>
 
 #include "percore/fiber.hpp"
@@ -56,6 +61,60 @@ static void submit_to_roundtrip(benchmark::State& state) {
     state.counters["p99_us"] = percentile(us, 0.99);
 }
 BENCHMARK(submit_to_roundtrip)->UseRealTime();
+
+// The kernel's floor under submit_to_roundtrip's sleeping case: two plain
+// threads (CPU 0 and 1) that each block in read() on an eventfd, woken by
+// the other's write(), after the same 200 µs pause. No reactor, no ring.
+// (This blocks the calling shard's thread on purpose: a benchmark only.)
+static void thread_wake_roundtrip(benchmark::State& state) {
+    int to_peer = eventfd(0, EFD_CLOEXEC);
+    int to_caller = eventfd(0, EFD_CLOEXEC);
+    if (to_peer < 0 || to_caller < 0) {
+        state.SkipWithError("eventfd failed");
+        return;
+    }
+    auto pin = [](int cpu) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cpu % static_cast<int>(std::thread::hardware_concurrency()), &set);
+        pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+    };
+    std::thread peer([&] {
+        pin(1);
+        std::uint64_t v = 0;
+        while (read(to_peer, &v, sizeof v) == sizeof v && v != 2) {
+            v = 1;
+            if (write(to_caller, &v, sizeof v) != sizeof v) break;
+        }
+    });
+    std::vector<double> us;
+    us.reserve(1 << 16);
+    for (auto _ : state) {
+        state.PauseTiming();
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+        state.ResumeTiming();
+        auto start = std::chrono::steady_clock::now();
+        std::uint64_t v = 1;
+        if (write(to_peer, &v, sizeof v) != sizeof v || read(to_caller, &v, sizeof v) != sizeof v) {
+            state.SkipWithError("eventfd read/write failed");
+            break;
+        }
+        if (us.size() < us.capacity()) {
+            us.push_back(
+                std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
+                    .count());
+        }
+    }
+    std::uint64_t stop = 2;
+    if (write(to_peer, &stop, sizeof stop) != sizeof stop)
+        state.SkipWithError("eventfd write failed");
+    peer.join();
+    close(to_peer);
+    close(to_caller);
+    state.counters["p50_us"] = percentile(us, 0.50);
+    state.counters["p99_us"] = percentile(us, 0.99);
+}
+BENCHMARK(thread_wake_roundtrip)->UseRealTime();
 
 // Many caller fibers on shard 0, each calling shard 1 in a loop: calls per
 // second one way (each call is a request there and a reply back). Arg: fibers.
