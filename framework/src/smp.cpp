@@ -73,7 +73,6 @@ class shard_end final : public poller {
     // The fiber draining the inbound rings, if any; idle while it waits for
     // the poller to see new messages.
     detail::fiber_base* runner_ = nullptr;
-    bool runner_idle_ = false;
     std::vector<unsigned> unreturned_credits_;  // by source: replies popped, slots not released
 };
 
@@ -202,8 +201,10 @@ bool shard_end::poll() {
     if (inbound_waiting()) {
         if (!runner_) {
             start_runner();
-        } else if (runner_idle_) {
-            runner_idle_ = false;
+        } else {
+            // A runner suspends only while idle (a call that blocks gives the
+            // role up first), and make_ready ignores a fiber that is not
+            // suspended: this wakes an idle runner and leaves a busy one be.
             detail::make_ready(runner_);
         }
         worked = true;
@@ -265,8 +266,7 @@ void shard_end::run_requests() {
             publish_staged();  // the replies, without waiting for the turn's end
             continue;
         }
-        runner_idle_ = true;
-        detail::suspend();
+        detail::suspend();  // idle until the poller sees new messages
     }
 }
 
