@@ -116,7 +116,9 @@ run_result run(const resp_limits& limits, bool authenticated, std::string_view d
                 FUZZ_CHECK(within(p.args()[i], copy.get(), used));
             // Before AUTH a multibulk may have only a few arguments (an inline
             // request, as in Redis, is bounded by its line length instead).
-            if (copy[0] == '*') {
+            // The kind comes from the bytes received: the parser unquotes an
+            // inline request in place, so `copy` may no longer show it.
+            if (pending[0] == '*') {
                 FUZZ_CHECK(authenticated || p.args().size() <= limits.max_unauth_multibulk_len);
                 FUZZ_CHECK(p.args().size() <= limits.max_multibulk_len);
             } else {
