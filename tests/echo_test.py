@@ -4,11 +4,12 @@ wait until both shards listen, check echoes from several connections, then
 SIGTERM it and expect exit status 0 within a second, with open connections
 closed by the server."""
 import os
-import select
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 
@@ -36,18 +37,25 @@ def main():
         args.append("--overprovisioned")
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     try:
+        # A thread reads the log: select() on the pipe would miss a line that
+        # the buffered reader already took in with the one before it (both
+        # shards log at once), which made this test hang now and then.
+        lines = queue.Queue()
+        reader = threading.Thread(target=lambda: [lines.put(l) for l in proc.stderr], daemon=True)
+        reader.start()
         want = f"listening on 127.0.0.1:{port}"
-        seen, lines = 0, []
+        seen, log = 0, []
         deadline = time.monotonic() + 20
         while seen < 2:
             if time.monotonic() > deadline or proc.poll() is not None:
-                raise AssertionError(f"echo did not report two listening shards: {lines}")
-            ready, _, _ = select.select([proc.stderr], [], [], 0.5)
-            if ready:
-                line = proc.stderr.readline()
-                lines.append(line.rstrip())
-                if want in line:
-                    seen += 1
+                raise AssertionError(f"echo did not report two listening shards: {log}")
+            try:
+                line = lines.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            log.append(line.rstrip())
+            if want in line:
+                seen += 1
 
         conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(16)]
         for i, c in enumerate(conns):
@@ -65,7 +73,11 @@ def main():
         except subprocess.TimeoutExpired:
             raise AssertionError("echo did not exit within a second of SIGTERM")
         elapsed = time.monotonic() - start
-        assert status == 0, f"echo exited with {status}: {proc.stderr.read()}"
+        reader.join(timeout=5)
+        rest = []
+        while not lines.empty():
+            rest.append(lines.get())
+        assert status == 0, f"echo exited with {status}: {''.join(rest)}"
         for i, c in enumerate(conns):
             c.settimeout(5)
             try:
