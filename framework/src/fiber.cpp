@@ -213,9 +213,10 @@ void reactor::arrived(transfer_t t) {
 }
 
 void reactor::switch_out(detail::fiber_base* from) {
-    // No clock read here: the preemption alarm (need_preempt(), two loads)
-    // ends the quota, and queues are compared only when the running one is
-    // empty or a latency-sensitive one waits.
+    // No clock read here (but in the turn after a sleep): the preemption
+    // alarm (need_preempt(), two loads) ends the quota, and queues are
+    // compared only when the running one is empty or a latency-sensitive
+    // one waits.
     detail::fiber_base* next = pick_next_fiber();
     if (next == from) {  // yielded with nobody else ready: carry on
         ++stats_.tasks_run;  // progress, for the stall detector

@@ -222,6 +222,7 @@ void reactor::sleep_until_work() {
         logger().error("shard {}: waiting in io_uring failed: {}", shard_id_, std::strerror(-r));
     }
     sleeping_.store(false, std::memory_order_relaxed);
+    slept_ = true;
     stats_.idle_ns += nanoseconds(clock::now() - start);
 }
 

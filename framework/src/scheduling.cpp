@@ -194,10 +194,20 @@ void reactor::start_turn_alarms(time_point now) {
     if (extra_alarms_ == 0) extra_deadline_ = time_point::max();
     // One quota alarm at a time: armed at the start of a turn if the last one
     // fired, so a busy shard makes at most one system call per quota for it.
+    // Except right after a sleep: that turn is usually short (a request or a
+    // reply came in), and arming a kernel timer on the wake-up's critical
+    // path costs a system call and, in a VM, a timer-reprogramming exit;
+    // need_preempt() reads the clock for that one turn instead.
+    quota_by_clock_ = false;
     if (!quota_alarm_pending_) {
         quota_deadline_ = now + config_.task_quota;
-        quota_alarm_pending_ = arm_alarm(quota_alarm_tag, quota_deadline_);
+        if (slept_) {
+            quota_by_clock_ = true;
+        } else {
+            quota_alarm_pending_ = arm_alarm(quota_alarm_tag, quota_deadline_);
+        }
     }
+    slept_ = false;
     arm_for_due_timers();
 }
 

@@ -97,9 +97,11 @@ public:
     // Whether the running fiber should yield: the task quota is spent or a
     // latency-sensitive queue waits. Two loads: the preemption ring's CQ tail
     // (the kernel posts a CQE there when the alarm fires) against the last
-    // tail this reactor consumed.
+    // tail this reactor consumed; in the first turn after a sleep, which arms
+    // no alarm (see start_turn_alarms), a clock read instead.
     bool need_preempt() const noexcept {
-        return __atomic_load_n(preempt_tail_, __ATOMIC_RELAXED) != preempt_seen_;
+        return __atomic_load_n(preempt_tail_, __ATOMIC_RELAXED) != preempt_seen_ ||
+               (quota_by_clock_ && clock::now() >= quota_deadline_);
     }
     // Makes need_preempt() true until the next loop turn.
     void request_preempt() noexcept { preempt_seen_ = *preempt_tail_ + 0x80000000u; }
@@ -183,6 +185,8 @@ private:
     const unsigned* preempt_tail_ = nullptr;
     unsigned preempt_seen_ = 0;
     bool urgent_ = false;  // a latency queue became runnable while another ran
+    bool quota_by_clock_ = false;  // this turn's quota is checked by clock, not alarm
+    bool slept_ = false;           // slept since the last turn that ran fibers
     task_queue* running_queue_ = nullptr;
     unsigned delay_sample_countdown_ = 64;
     detail::fiber_base* current_ = nullptr;
