@@ -99,6 +99,39 @@ TEST_CASE("listen, accept and connect on loopback") {
     });
 }
 
+TEST_CASE("listen, accept and connect over IPv6 loopback") {
+    run_in_reactor([] {
+        listener l;
+        try {
+            l = listen(socket_address::parse("[::1]:0"));
+        } catch (const io_error& e) {
+            // A kernel or container without IPv6: nothing to test here.
+            if (e.error_number() == EADDRNOTAVAIL || e.error_number() == EAFNOSUPPORT) {
+                WARN("no IPv6 loopback: " << e.what());
+                return;
+            }
+            throw;
+        }
+        REQUIRE(l.local_address().family() == AF_INET6);
+        REQUIRE(l.local_address().port() != 0);
+        auto server = spawn([&] {
+            connection c = l.accept();
+            char buf[16];
+            std::size_t n = c.read(buf);
+            c.write_all("v6:" + std::string(buf, n));
+            return c.peer_address();
+        });
+        connection client = connect(l.local_address(), std::chrono::seconds(5));
+        REQUIRE(client.local_address().family() == AF_INET6);
+        client.write_all(std::string_view("hello"));
+        input_stream in(client);
+        REQUIRE(in.read_exactly(8) == "v6:hello");
+        REQUIRE(server.get() == client.local_address());
+        REQUIRE(client.peer_address().to_string() == l.local_address().to_string());
+        REQUIRE(l.local_address().to_string().rfind("[::1]:", 0) == 0);
+    });
+}
+
 TEST_CASE("a 64 MiB round trip arrives intact") {
     run_in_reactor([] {
         listener l = listen(loopback_any_port());
