@@ -312,8 +312,27 @@ class DurabilityTest(unittest.TestCase):
             with self.assertRaises(redis.exceptions.ResponseError) as cm:
                 r.set("resp-key", "x")
             self.assertIn("disk", str(cm.exception))
-            # Reads keep working.
-            self.assertEqual(mc.get("full%d" % acked[0]), value)
+            # Every write that would be logged is refused with an error, not
+            # answered as if it did nothing: DEL (not 0), MSETNX (not 0),
+            # GETEX with an expiry option.
+            victim = "full%d" % acked[0]
+            for name, call in (("DEL", lambda: r.delete(victim)),
+                               ("DEL missing", lambda: r.delete("never-set")),
+                               ("MSETNX", lambda: r.msetnx({"nx-a": "1", "nx-b": "2"})),
+                               ("GETEX EX", lambda: r.getex(victim, ex=100)),
+                               ("GETEX PERSIST", lambda: r.getex(victim, persist=True)),
+                               ("FLUSHALL", lambda: r.flushall())):
+                with self.assertRaises(redis.exceptions.ResponseError, msg=name) as cm:
+                    call()
+                self.assertIn("disk", str(cm.exception), name)
+            with self.assertRaises(Exception) as cm:  # pymemcache's MemcacheServerError
+                mc.flush_all(noreply=False)
+            self.assertIn("out of disk", str(cm.exception))
+            self.assertEqual(r.ttl(victim), -1)  # GETEX EX changed nothing
+            self.assertIsNone(r.get("nx-a"))
+            # Reads keep working, GETEX without options among them.
+            self.assertEqual(r.getex(victim), value)
+            self.assertEqual(mc.get(victim), value)
             self.assertEqual(r.get("full%d" % acked[-1]), value)
             os.unlink(filler)
             deadline = time.monotonic() + WAIT
@@ -332,6 +351,63 @@ class DurabilityTest(unittest.TestCase):
                 self.assertEqual(r.get("full%d" % i), value)
             self.assertEqual(r.get("resp-key"), b"back")
             self.assertEqual(r.get("after-full"), b"ok")
+            self.assertEqual(server.stop(), 0)
+            server = None
+        finally:
+            if server:
+                server.kill()
+            subprocess.run(["umount", mnt])
+            os.rmdir(mnt)
+
+    def test_disk_full_on_two_shards_refuses_multi_shard_writes(self):
+        # MSETNX and DEL over keys of both shards take another path (a
+        # cross-shard check, steps combined on the connection's shard).
+        mnt = tempfile.mkdtemp(prefix="kv-diskfull-", dir=BASE)
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt],
+                                 capture_output=True).returncode == 0
+        if not mounted:
+            os.rmdir(mnt)
+            self.skipTest("cannot mount a small tmpfs here (needs root)")
+        server = None
+        try:
+            server = Server(os.path.join(mnt, "data"), "--fsync", "always", smp=2)
+            r = server.redis()
+            for i in range(200):  # keys on both shards, before the disk fills
+                r.set("two%d" % i, "v")
+            filler = os.path.join(mnt, "filler")
+            with open(filler, "wb") as f:
+                f.write(b"\0" * (shutil.disk_usage(mnt).free - (4 << 20)))
+            # Until both shards refuse: 30 refusals in a row (random keys).
+            value, in_a_row = b"d" * 4000, 0
+            for i in range(20000):
+                try:
+                    r.set("fill%d" % i, value)
+                    in_a_row = 0
+                except redis.exceptions.ResponseError as e:
+                    self.assertIn("disk", str(e))
+                    in_a_row += 1
+                    if in_a_row >= 30:
+                        break
+            self.assertGreaterEqual(in_a_row, 30, "the disk never filled up on both shards")
+            keys = ["two%d" % i for i in range(200)]
+            for name, call in (("DEL", lambda: r.delete(*keys)),
+                               ("UNLINK", lambda: r.unlink(*keys)),
+                               ("MSETNX", lambda: r.msetnx({"new%d" % i: "x" for i in range(20)}))):
+                with self.assertRaises(redis.exceptions.ResponseError, msg=name) as cm:
+                    call()
+                self.assertIn("disk", str(cm.exception), name)
+            self.assertEqual(r.mget(keys), [b"v"] * 200)
+            self.assertEqual(r.exists(*["new%d" % i for i in range(20)]), 0)
+            os.unlink(filler)
+            deadline = time.monotonic() + WAIT
+            while True:
+                try:
+                    self.assertTrue(r.msetnx({"new%d" % i: "x" for i in range(20)}))
+                    break
+                except redis.exceptions.ResponseError:
+                    self.assertLess(time.monotonic(), deadline, "writes never came back")
+                    time.sleep(0.1)
+            self.assertEqual(r.delete(*keys), 200)
             self.assertEqual(server.stop(), 0)
             server = None
         finally:

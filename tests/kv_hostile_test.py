@@ -29,6 +29,9 @@ import unittest
 KV = None
 WAIT = 20.0  # seconds: generous bound for anything to happen (not a timing assertion)
 MODE = os.environ.get("KV_HOSTILE", "all")  # fast, slow or all
+# Set by meson in a -Db_sanitize tree (scripts/test --sanitize): ASan changes
+# what memory looks like from outside (RLIMIT_AS, RSS), not what kv does.
+SANITIZED = os.environ.get("PERCORE_SANITIZED") == "1"
 MB = 1024 * 1024
 
 
@@ -119,6 +122,8 @@ class Kv:
         return self.proc.poll() is None
 
     def stop(self):
+        """SIGTERM; fails unless kv exits with 0 (a crash, or in the sanitized
+        build a leak or undefined behaviour found, gives another status)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -126,7 +131,10 @@ class Kv:
             except subprocess.TimeoutExpired:
                 self.kill()
                 raise AssertionError("kv did not stop on SIGTERM")
+        log = self.log_text()
         self.log.close()
+        if self.proc.returncode != 0:
+            raise AssertionError("kv exited with %s: %s" % (self.proc.returncode, log[-4000:]))
         return self.proc.returncode
 
     def kill(self):
@@ -187,6 +195,19 @@ def memcache_set(kv, key, value):
     assert reply == b"STORED\r\n", reply
 
 
+def disconnections_counted(kv):
+    """output_buffer_disconnections as memcached `stats` and RESP INFO say (must agree)."""
+    stats = command(kv.mport, b"stats\r\n", b"END\r\n")
+    info = command(kv.rport, resp("INFO", "stats"), b"\r\n\r\n")
+    mc = [int(l.split()[2]) for l in stats.split(b"\r\n")
+          if l.startswith(b"STAT output_buffer_disconnections ")]
+    rs = [int(l.split(b":")[1]) for l in info.split(b"\r\n")
+          if l.startswith(b"client_output_buffer_limit_disconnections:")]
+    assert len(mc) == 1 and len(rs) == 1, (stats, info)
+    assert mc == rs, (mc, rs)
+    return mc[0]
+
+
 def linger_reset(sock):
     """Makes close() send a RST instead of a FIN."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -236,6 +257,33 @@ class MaxConnections(unittest.TestCase):
                     return read_line_or_eof(s) == b"+PONG\r\n"
 
             wait_until(admitted, "a connection to be admitted after one closed")
+            for s in held:
+                s.close()
+            self.assertTrue(kv.alive())
+        finally:
+            kv.stop()
+
+
+    def test_refused_client_that_sent_requests_reads_the_error_line(self):
+        # A client that writes before it reads (a pipelining client, a proxy)
+        # must get the error line, not a reset caused by its unread input.
+        kv = Kv("--max-connections", "2")
+        try:
+            held = []
+            for _ in range(2):
+                s = socket.create_connection(("127.0.0.1", kv.rport), timeout=WAIT)
+                s.sendall(resp("PING"))
+                self.assertEqual(recv_until(s, b"\r\n"), b"+PONG\r\n")
+                held.append(s)
+            value = b"v" * (512 * 1024)  # more than one socket buffer: the server must read it
+            for port, request, expected in (
+                    (kv.rport, resp("SET", "k", value) * 2,
+                     b"-ERR max number of clients reached\r\n"),
+                    (kv.mport, b"set k 0 0 %d\r\n%s\r\nget k\r\n" % (len(value), value),
+                     b"SERVER_ERROR too many open connections\r\n")):
+                with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as extra:
+                    extra.sendall(request)
+                    self.assertEqual(read_to_eof(extra), expected)
             for s in held:
                 s.close()
             self.assertTrue(kv.alive())
@@ -348,6 +396,31 @@ class IdleTimeout(unittest.TestCase):
         wait_until(lambda: "sent an incomplete request for 1 s" in self.kv.log_text(),
                    "the slowloris log line")
 
+    def test_trickled_refused_value_is_closed(self):
+        # A value past --max-item-size is refused at once and swallowed as it
+        # arrives, so each trickled byte is consumed; the request is still
+        # unfinished, and the deadline runs from its first byte.
+        with socket.create_connection(("127.0.0.1", self.kv.mport), timeout=WAIT) as s:
+            s.sendall(b"set k 0 0 2000000\r\n")
+            s.settimeout(0.25)
+            data, closed, sent = b"", False, 0
+            deadline = time.monotonic() + WAIT
+            while not closed and time.monotonic() < deadline:
+                try:
+                    s.sendall(b"x")
+                    sent += 1
+                    chunk = s.recv(4096)
+                    closed = not chunk
+                    data += chunk
+                except socket.timeout:
+                    continue
+                except (BrokenPipeError, ConnectionResetError):
+                    closed = True
+            self.assertTrue(closed, "a client trickling a refused value kept its connection")
+            self.assertEqual(data, b"SERVER_ERROR object too large for cache\r\n"
+                                   b"SERVER_ERROR request incomplete at --idle-timeout\r\n")
+            self.assertGreater(sent, 2)
+
     def test_busy_client_stays(self):
         # Requests spaced below the timeout, for several timeouts in total.
         with socket.create_connection(("127.0.0.1", self.kv.rport), timeout=WAIT) as r, \
@@ -430,6 +503,7 @@ class OutputBuffer(unittest.TestCase):
                  b"-ERR output buffer limit reached (--max-output-buffer): closing\r\n"),
                 (self.kv.mport, b"get " + b" ".join(keys) + b"\r\n",
                  b"SERVER_ERROR out of memory writing get response\r\n")):
+            counted = disconnections_counted(self.kv)
             before = self.kv.rss()
             logged = self.kv.log_text().count("passed --max-output-buffer")
             s = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
@@ -438,6 +512,7 @@ class OutputBuffer(unittest.TestCase):
                 lambda: self.kv.log_text().count("passed --max-output-buffer") > logged, before)
             self.assertEqual(read_to_eof(s), error)  # no partial multi-get, then EOF
             s.close()
+            self.assertEqual(disconnections_counted(self.kv), counted + 1)
             print("\nmulti-get of 75 MB, --max-output-buffer 4M: RSS %.1f -> peak %.1f MB"
                   % (before / MB, peak / MB), file=sys.stderr)
             self.assertLess(peak - before, 48 * MB)
@@ -464,6 +539,8 @@ class OutputBuffer(unittest.TestCase):
 
 
 @unittest.skipIf(MODE == "slow", "fast tests run in the kv suite")
+@unittest.skipIf(SANITIZED, "ASan reserves terabytes of address space (no RLIMIT_AS) and "
+                 "its operator new aborts instead of throwing std::bad_alloc")
 class FaultInOneRequest(unittest.TestCase):
     """A command that fails inside (here: std::bad_alloc, the address space
     being capped) is answered with an error and logged; the connection and
@@ -534,7 +611,10 @@ class Disconnects(unittest.TestCase):
             for _ in range(100):
                 round_of_abuse()
             wait_until(lambda: kv.connections() == 0, "every abusive connection to end")
-            wait_until(lambda: kv.fds() == fds, "kv's descriptors to return to %d" % fds)
+            # <=: the baseline may still count the connections() probe's own
+            # socket (kv closes its side when it sees the EOF, asynchronously);
+            # a leak over 800 connections would stay far above it.
+            wait_until(lambda: kv.fds() <= fds, "kv's descriptors to return to %d" % fds)
             after = kv.rss()
             print("\ndisconnects: fds %d -> %d, RSS %.1f -> %.1f MB after 800 abusive connections"
                   % (fds, kv.fds(), rss / MB, after / MB), file=sys.stderr)
@@ -599,7 +679,10 @@ class MemoryPressure(unittest.TestCase):
                                    used / MB, evictions, refusals), file=sys.stderr)
             self.assertLessEqual(used, self.LIMIT)
             # 1.3x the limit plus a fixed overhead: what kv used before any data.
-            self.assertLess(rss, 1.3 * self.LIMIT + base + 16 * MB)
+            # Not under ASan: it keeps up to 256 MB of freed memory in quarantine
+            # (to catch use after free) and adds its shadow memory.
+            if not SANITIZED:
+                self.assertLess(rss, 1.3 * self.LIMIT + base + 16 * MB)
             if evict:
                 self.assertGreater(evictions, 0)
                 self.assertEqual(refusals, 0)

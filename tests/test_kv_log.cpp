@@ -361,6 +361,54 @@ TEST_CASE("compaction while writes continue keeps the latest state", "[kv_log]")
     });
 }
 
+// Waits (yielding to the writer and the rewrite) until `done` or ~10 s.
+template <typename F>
+bool wait_for(F done) {
+    for (int i = 0; i < 1000 && !done(); ++i) sleep_for(std::chrono::milliseconds(10));
+    return done();
+}
+
+TEST_CASE("auto-compaction compares the log with the live data's log size", "[kv_log]") {
+    temp_dir dir;
+    auto c = test_config(dir.path, fsync_mode::always);
+    c.rewrite_min_size = 64 * 1024;
+    c.rewrite_factor = 2.0;
+    // 2000 keys of 8 + 20 bytes: 60 log bytes each, but 112 bytes of item
+    // memory, so a rule on memory would wait until the log is 3.7x the data.
+    const auto key = [](int i) {
+        return "key-" + std::string(4 - std::to_string(i).size(), '0') + std::to_string(i);
+    };
+    SECTION("the same keys overwritten: the log passes 2x the live data, a rewrite starts") {
+        with_log(c, [&](store& st, shard_log& log) {
+            for (int round = 0; round < 3; ++round) {
+                for (int i = 0; i < 2000; ++i) st.set(key(i), std::string(20, 'a' + round));
+                log.sync();
+            }
+            // 3 rounds: the log is 3x what a snapshot would write.
+            REQUIRE(wait_for([&] { return log.stats().rewrites == 1; }));
+            const log_stats s = log.stats();
+            CHECK(s.live_bytes == header_record_size + 2000 * (set_record_overhead + 28));
+            CHECK(s.log_bytes == s.live_bytes);  // the new log is exactly the snapshot
+        });
+        with_log(c, [&](store& st, shard_log&) {
+            CHECK(st.size() == 2000);
+            CHECK(st.peek(key(1999))->value == std::string(20, 'c'));
+        });
+    }
+    SECTION("all data live: the log stays at 1x, no rewrite") {
+        with_log(c, [&](store& st, shard_log& log) {
+            for (int i = 0; i < 6000; ++i) st.set("k" + key(i), std::string(20, 'v'));
+            log.sync();
+            sleep_for(std::chrono::milliseconds(200));  // would be started by now
+            const log_stats s = log.stats();
+            CHECK(s.log_bytes == s.live_bytes);
+            CHECK(s.log_bytes > 3 * c.rewrite_min_size);
+            CHECK_FALSE(s.rewriting);
+            CHECK(s.rewrites == 0);
+        });
+    }
+}
+
 TEST_CASE("a data dir written with another shard count is re-distributed", "[kv_log]") {
     temp_dir dir;
     db_config config;

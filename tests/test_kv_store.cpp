@@ -307,3 +307,40 @@ TEST_CASE("kv store: a same-size overwrite keeps every rule of a set", "[kv]") {
     CHECK(s.set("c", "3333", {.mode = set_mode::cas, .cas = cas}) == store_result::exists);
     CHECK(value_of(s, "c") == "2222");
 }
+
+TEST_CASE("kv store: payload_bytes is the key and value bytes of the live items", "[kv]") {
+    store_config config = fake_clock_config();
+    config.max_memory = 64 * 1024;  // small: sets below evict
+    store s(config);
+    // The sum over the items, computed the slow way.
+    auto walked = [&] {
+        std::size_t sum = 0, cursor = 0;
+        do {
+            cursor = s.scan(cursor, 100,
+                            [&](const item_view& v) { sum += v.key.size() + v.value.size(); });
+        } while (cursor != 0);
+        return sum;
+    };
+    s.set("a", "12345");
+    CHECK(s.payload_bytes() == 6);
+    s.set("a", "1");  // shorter
+    s.set("b", "xyz", {.expiry = fake_now_value + 10s});
+    CHECK(s.payload_bytes() == 2 + 4);
+    s.set("a", "-more", {.mode = set_mode::append});
+    s.set("n", "99");
+    s.incr("n", 1);  // 100: longer, the item is rewritten
+    s.incr("n", 1);  // in place
+    s.incr_by("m", 12345);
+    CHECK(s.payload_bytes() == walked());
+    s.remove("a");
+    CHECK(s.payload_bytes() == walked());
+    fake_now_value += 11s;  // b expires: active expiry removes it
+    while (s.expire_some() == 0 && s.peek("b")) {
+    }
+    CHECK(s.payload_bytes() == walked());
+    for (int i = 0; i < 2000; ++i) s.set("k" + std::to_string(i), std::string(100, 'v'));
+    CHECK(s.stats().evictions > 0);
+    CHECK(s.payload_bytes() == walked());
+    s.flush();
+    CHECK(s.payload_bytes() == 0);
+}

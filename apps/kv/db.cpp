@@ -81,12 +81,24 @@ db_stats collect_stats(db& database) {
         });
 }
 
-void flush_all(db& database, time_point when) {
+bool all_shards_accepting_writes(db& database) {
+    // Counted as unsigned: map_reduce keeps a vector of the results (no vector<bool>).
+    const unsigned refusing = database.map_reduce(
+        [](db_shard& shard) { return shard.store().accepting_writes() ? 0u : 1u; }, 0u,
+        [](unsigned a, unsigned b) { return a + b; });
+    return refusing == 0;
+}
+
+bool flush_all(db& database, time_point when) {
     ++database.local().connections().flush_commands;
+    // Refused like every write that cannot be logged now (else, with --fsync
+    // always, the OK would wait for the disk to have room again).
+    if (!all_shards_accepting_writes(database)) return false;
     database.invoke_on_all([when](db_shard& shard) {
         shard.store().flush_at(when);
         shard.sync();  // --fsync always: the OK means the flush is durable
     });
+    return true;
 }
 
 }  // namespace percore::kv

@@ -37,14 +37,16 @@ struct db_config {
 struct connection_stats {
     std::uint64_t curr_connections = 0;
     std::uint64_t total_connections = 0;
-    std::uint64_t rejected_connections = 0;  // refused past --max-connections
-    std::uint64_t flush_commands = 0;        // flush_all / FLUSHALL received on this shard
+    std::uint64_t rejected_connections = 0;          // refused past --max-connections
+    std::uint64_t flush_commands = 0;                // flush_all / FLUSHALL received on this shard
+    std::uint64_t output_buffer_disconnections = 0;  // clients closed past --max-output-buffer
 
     connection_stats& operator+=(const connection_stats& o) noexcept {
         curr_connections += o.curr_connections;
         total_connections += o.total_connections;
         rejected_connections += o.rejected_connections;
         flush_commands += o.flush_commands;
+        output_buffer_disconnections += o.output_buffer_disconnections;
         return *this;
     }
 };
@@ -107,6 +109,11 @@ db_stats collect_stats(db& database);
 
 // Removes every item on every shard now, or when `when` has passed; counts
 // one flush command on the calling shard.
-void flush_all(db& database, time_point when);
+// False, removing nothing, when a shard's log cannot take writes (its disk is
+// full): checked on every shard first.
+bool flush_all(db& database, time_point when);
+
+// Whether every shard's log takes writes now (suspends: one call per shard).
+bool all_shards_accepting_writes(db& database);
 
 }  // namespace percore::kv

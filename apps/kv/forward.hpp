@@ -37,6 +37,10 @@ struct process_result {
     std::size_t consumed = 0;  // bytes of input fully handled: drop them
     bool more = false;         // stopped at the batch limit: call again before reading
     bool close = false;        // quit or a fatal protocol error: send `out`, then close
+    // A request is under way although its bytes were consumed (a refused
+    // memcached value swallowed as it arrives): for --idle-timeout it is still
+    // unfinished, so trickling its body does not renew the deadline.
+    bool in_request = false;
 };
 
 class forwarder {

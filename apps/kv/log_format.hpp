@@ -32,6 +32,10 @@
 namespace percore::kv {
 
 inline constexpr std::size_t record_header_size = 16;
+// A set record's bytes besides its key and value (header, expiry, flags, key length).
+inline constexpr std::size_t set_record_overhead = record_header_size + 16;
+// A file's header record (the first record of every log).
+inline constexpr std::size_t header_record_size = record_header_size + 16;
 // Largest payload accepted: a 1 GiB value plus its key and fields. Longer
 // lengths are corruption, so garbage never makes a reader buffer gigabytes.
 inline constexpr std::uint32_t max_record_payload = (1u << 30) + (1u << 20);

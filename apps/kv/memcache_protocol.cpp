@@ -251,9 +251,11 @@ process_result session::process(std::string_view input, std::string& out) {
             "kv memcache: closing a connection whose replies passed --max-output-buffer "
             "({} bytes)",
             db_.local().config().max_output_buffer);
+        ++db_.local().connections().output_buffer_disconnections;
         result.close = true;
         result.more = false;
     }
+    result.in_request = parser_.swallowing() > 0;
     return result;
 }
 
@@ -340,8 +342,8 @@ process_result session::process_requests(std::string_view input, std::string& ou
                 run_batch(out);
                 const time_point now = clock::now();
                 time_point when = r.exptime > 0 ? to_expiry(r.exptime, now) : now;
-                flush_all(db_, when);
-                if (!r.noreply) out.append("OK\r\n");
+                const bool flushed = flush_all(db_, when);
+                if (!r.noreply) out.append(flushed ? "OK\r\n" : "SERVER_ERROR out of disk\r\n");
                 break;
             }
             case command::stats:
@@ -396,6 +398,8 @@ void session::append_stats(std::string& out) {
     stat(out, "curr_connections", totals.connections.curr_connections);
     stat(out, "total_connections", totals.connections.total_connections);
     stat(out, "rejected_connections", totals.connections.rejected_connections);
+    // Clients of either protocol closed past --max-output-buffer (kv's own stat).
+    stat(out, "output_buffer_disconnections", totals.connections.output_buffer_disconnections);
     stat(out, "cmd_get", st.cmd_get);
     stat(out, "cmd_set", st.cmd_set);
     stat(out, "cmd_flush", totals.connections.flush_commands);

@@ -223,6 +223,7 @@ void shard_log::sync() {
 log_stats shard_log::stats() const {
     log_stats s;
     s.log_bytes = appender_.end();
+    s.live_bytes = live_log_bytes();
     s.records = records_;
     s.syncs = syncs_;
     s.rewrites = rewrites_;
@@ -365,11 +366,20 @@ void shard_log::check_room() {
 
 // --- compaction ---------------------------------------------------------------------------
 
+std::uint64_t shard_log::live_log_bytes() const noexcept {
+    // Exactly what rewrite() would write now: a header, then one set record
+    // per item. Items expired but not yet removed are counted (until active
+    // expiry or a lookup drops them), so it may overstate by those.
+    return header_record_size + store_.size() * set_record_overhead + store_.payload_bytes();
+}
+
+// Compares the log with what its live data takes in a log (not with the
+// items' memory, which counts the table, the allocator and per-item headers).
 void shard_log::maybe_rewrite() {
     const std::uint64_t size = appender_.end();
     if (rewriting_ || size < config_.rewrite_min_size) return;
-    const double live = static_cast<double>(store_.stats().bytes);
-    if (static_cast<double>(size) > config_.rewrite_factor * std::max(live, 1.0)) start_rewrite();
+    const double live = static_cast<double>(live_log_bytes());
+    if (static_cast<double>(size) > config_.rewrite_factor * live) start_rewrite();
 }
 
 bool shard_log::start_rewrite() {

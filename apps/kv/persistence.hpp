@@ -54,11 +54,12 @@ std::int64_t unix_now_millis() noexcept;
 
 // Counters of one shard's log (INFO persistence).
 struct log_stats {
-    std::uint64_t log_bytes = 0;  // current log file's data
-    std::uint64_t records = 0;    // appended since start
-    std::uint64_t syncs = 0;      // fdatasyncs
-    std::uint64_t rewrites = 0;   // compactions finished
-    std::uint64_t replayed = 0;   // records replayed at start
+    std::uint64_t log_bytes = 0;   // current log file's data
+    std::uint64_t live_bytes = 0;  // what a rewrite would write now (live_log_bytes())
+    std::uint64_t records = 0;     // appended since start
+    std::uint64_t syncs = 0;       // fdatasyncs
+    std::uint64_t rewrites = 0;    // compactions finished
+    std::uint64_t replayed = 0;    // records replayed at start
     bool disk_full = false;
     bool rewriting = false;
 };
@@ -97,6 +98,9 @@ class shard_log final : public store_observer {
     bool start_rewrite();
 
     log_stats stats() const;
+    // Bytes a snapshot of the live keys takes in the log now: compaction
+    // starts when the log passes --log-rewrite-factor times this.
+    std::uint64_t live_log_bytes() const noexcept;
 
   private:
     void appended(std::size_t bytes);

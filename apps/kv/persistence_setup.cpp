@@ -230,6 +230,7 @@ log_stats collect_log_stats(db& database) {
         log_stats{},
         [](log_stats a, const log_stats& b) {
             a.log_bytes += b.log_bytes;
+            a.live_bytes += b.live_bytes;
             a.records += b.records;
             a.syncs += b.syncs;
             a.rewrites += b.rewrites;

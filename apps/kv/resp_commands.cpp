@@ -436,10 +436,12 @@ void cmd_ttl(std::span<const std::string_view> argv, bool millis, store& st, res
 void execute_keyed(resp_cmd cmd, std::span<const std::string_view> argv, store& st,
                    const resp_settings& settings, std::string& out) {
     resp_writer w(out);
-    if (!st.accepting_writes() && resp_command_writes(cmd)) {
-        // The disk of --data-dir is full: reads go on, writes are refused.
-        if (cmd == C::step_del) return out.push_back('0');
-        if (cmd == C::step_mset) return reply_store_failure(w, store_result::no_disk);
+    // GETEX without options only reads (and logs nothing); with EX/PX/EXAT/
+    // PXAT/PERSIST it changes the key's expiry.
+    const bool writes = resp_command_writes(cmd) && !(cmd == C::getex && argv.size() == 2);
+    if (writes && !st.accepting_writes()) {
+        // The disk of --data-dir is full: reads go on, writes are refused
+        // (a step_del's error replaces the whole DEL's count: see assemble()).
         return w.error(resp_errors::no_disk);
     }
     switch (cmd) {
@@ -515,9 +517,12 @@ void execute_keyed(resp_cmd cmd, std::span<const std::string_view> argv, store& 
             if (r != store_result::stored) reply_store_failure(w, r);
             return;  // success leaves no bytes: the caller replies +OK once
         }
-        case C::step_del:
-            out.push_back(st.remove(argv[0]) == store_result::deleted ? '1' : '0');
+        case C::step_del: {
+            const store_result r = st.remove(argv[0]);
+            if (r == store_result::no_disk) return w.error(resp_errors::no_disk);
+            out.push_back(r == store_result::deleted ? '1' : '0');
             return;
+        }
         case C::step_exists:
             out.push_back(st.peek(argv[0]) ? '1' : '0');
             return;

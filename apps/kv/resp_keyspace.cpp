@@ -84,6 +84,8 @@ void cmd_flush(resp_shared& shared, argv_t argv, resp_writer& w) {
         return w.error(resp_errors::syntax);
     }
     ++shared.database->local().connections().flush_commands;
+    // Refused like every write that cannot be logged now (see flush_all()).
+    if (!all_shards_accepting_writes(*shared.database)) return w.error(resp_errors::no_disk);
     invoke_on_all([&shared] { shared.stores[this_shard_id()]->flush(); });
     w.ok();
 }
@@ -195,6 +197,7 @@ struct msetnx_txn {
     std::atomic<int> decision{pending};
     std::atomic<unsigned> holding{0};    // participants that checked and now hold their shard
     std::atomic<unsigned> conflicts{0};  // participants that found a key
+    std::atomic<unsigned> refused{0};    // participants whose log cannot take writes (disk full)
 };
 
 // Pairs (key, value) of one shard.
@@ -210,6 +213,9 @@ void set_all(store& st, const pairs_t& pairs) {
 }
 
 void participate(msetnx_txn& txn, store& st, const pairs_t& pairs) {
+    // Checked while holding: accepting_writes() cannot change until the
+    // decision, since the shard runs nothing else meanwhile.
+    if (!st.accepting_writes()) txn.refused.fetch_add(1, std::memory_order_relaxed);
     if (!all_absent(st, pairs)) txn.conflicts.fetch_add(1, std::memory_order_relaxed);
     txn.holding.fetch_add(1, std::memory_order_release);
     // Hold the shard: nothing else may touch this store until the decision.
@@ -247,13 +253,16 @@ void cmd_msetnx(resp_shared& shared, argv_t argv, resp_writer& w) {
     if (remote.empty() || (remote.size() == 1 && by_shard[self].empty())) {
         // One owner: check and set in one step there.
         const unsigned owner = remote.empty() ? self : remote[0];
-        const bool done = submit_to(owner, [&shared, &pairs = by_shard[owner]] {
+        enum outcome { exists, done, no_disk };
+        const outcome r = submit_to(owner, [&shared, &pairs = by_shard[owner]] {
                               store& st = *shared.stores[this_shard_id()];
-                              if (!all_absent(st, pairs)) return false;
+                              if (!st.accepting_writes()) return no_disk;
+                              if (!all_absent(st, pairs)) return exists;
                               set_all(st, pairs);
-                              return true;
+                              return done;
                           }).get();
-        return w.integer(done ? 1 : 0);
+        if (r == no_disk) return w.error(resp_errors::no_disk);
+        return w.integer(r == done ? 1 : 0);
     }
 
     while (shared.msetnx_token.exchange(true, std::memory_order_acquire)) yield();
@@ -285,9 +294,11 @@ void cmd_msetnx(resp_shared& shared, argv_t argv, resp_writer& w) {
         yield();
     }
     bool committed = false;
-    if (txn->holding.load(std::memory_order_acquire) == all_holding &&
-        txn->conflicts.load(std::memory_order_relaxed) == 0) {
-        store& local = *shared.stores[self];
+    store& local = *shared.stores[self];
+    const bool all_held = txn->holding.load(std::memory_order_acquire) == all_holding;
+    const bool refused = all_held && (txn->refused.load(std::memory_order_relaxed) != 0 ||
+                                      (!by_shard[self].empty() && !local.accepting_writes()));
+    if (all_held && !refused && txn->conflicts.load(std::memory_order_relaxed) == 0) {
         if (all_absent(local, by_shard[self])) {
             int expected = pending;
             committed =
@@ -298,6 +309,7 @@ void cmd_msetnx(resp_shared& shared, argv_t argv, resp_writer& w) {
     int expected = pending;
     txn->decision.compare_exchange_strong(expected, abort_txn, std::memory_order_acq_rel);
     for (auto& call : calls) call.get();
+    if (refused) return w.error(resp_errors::no_disk);
     w.integer(committed ? 1 : 0);
 }
 
@@ -395,6 +407,9 @@ void cmd_info(resp_shared& shared, argv_t argv, resp_writer& w) {
         line("total_commands_processed", front.commands_processed);
         line("total_error_replies_protocol", front.protocol_errors);
         line("rejected_connections", total.connections.rejected_connections);
+        // Redis 7.2's name; both protocols' clients, like rejected_connections.
+        line("client_output_buffer_limit_disconnections",
+             total.connections.output_buffer_disconnections);
         line("expired_keys", total.store.expired);
         line("evicted_keys", total.store.evictions);
         line("keyspace_hits", total.store.get_hits);
@@ -407,6 +422,7 @@ void cmd_info(resp_shared& shared, argv_t argv, resp_writer& w) {
         line("aof_rewrite_in_progress", logs.rewriting ? 1 : 0);
         line("aof_rewrites", logs.rewrites);
         line("aof_current_size", logs.log_bytes);
+        line("percore_log_live_bytes", logs.live_bytes);  // a rewrite's size now
         line("aof_last_write_status", logs.disk_full ? "err" : "ok");
         line("percore_log_records", logs.records);
         line("percore_log_fsyncs", logs.syncs);

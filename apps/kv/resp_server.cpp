@@ -12,6 +12,7 @@
 #include "percore/smp.hpp"
 #include "percore/timer.hpp"
 #include "resp_session.hpp"
+#include "server.hpp"
 
 namespace percore::kv {
 
@@ -54,11 +55,15 @@ void resp_frontend::accept_loop() {
         // --max-connections counts both protocols' connections.
         if (!shared_.database->local().admit_connection()) {
             ++stats_.rejected_connections;
-            try {
-                conn.write_all(std::string_view("-ERR max number of clients reached\r\n"));
-            } catch (const std::exception& e) {
-                logger().debug("resp: refusing a client: {}", e.what());
-            }
+            // In its own fiber: the refusal lingers (reads the client's input
+            // until it closes, bounded) so that it reads the line, not a reset.
+            gate::holder hold(gate_);
+            spawn({.name = "resp-refuse"},
+                  [this, c = std::move(conn), h = std::move(hold)]() mutable {
+                      live_.push_back(&c);  // stop() cuts the linger short
+                      refuse_connection(c, "-ERR max number of clients reached\r\n", "resp");
+                      live_.erase(std::find(live_.begin(), live_.end(), &c));
+                  });
             continue;
         }
         gate::holder hold(gate_);

@@ -58,7 +58,6 @@ struct resp_stats {
     std::uint64_t commands_processed = 0;
     std::uint64_t rejected_connections = 0;
     std::uint64_t protocol_errors = 0;
-    std::uint64_t output_buffer_disconnections = 0;  // past --max-output-buffer
 };
 
 // The front end on one shard. Build, start() and stop() it on its shard.

@@ -298,7 +298,7 @@ void resp_session::output_overflow() {
         "resp: closing client id={} whose pending replies passed --max-output-buffer ({} "
         "bytes)",
         id_, shared_.settings.max_output_buffer);
-    ++fe_.stats().output_buffer_disconnections;
+    ++shared_.database->local().connections().output_buffer_disconnections;
     // None of the batch's replies: a client must not take a partial pipeline
     // for a complete one.
     s.plans.clear();
@@ -329,9 +329,16 @@ void resp_session::assemble() {
                 for (std::uint32_t i = 0; i < p.ref_count; ++i) out_.append(fragment(ref[i]));
                 break;
             case reply_plan::mode::sum: {
+                // A step's error (a refused DEL: out of disk) is the reply,
+                // not a count that would claim the keys were absent.
                 long long total = 0;
-                for (std::uint32_t i = 0; i < p.ref_count; ++i) total += fragment(ref[i]) == "1";
-                w.integer(total);
+                std::string_view failed;
+                for (std::uint32_t i = 0; i < p.ref_count && failed.empty(); ++i) {
+                    const std::string_view f = fragment(ref[i]);
+                    if (f.starts_with('-')) failed = f;
+                    total += f == "1";
+                }
+                failed.empty() ? w.integer(total) : (void)out_.append(failed);
                 break;
             }
             case reply_plan::mode::ok: {

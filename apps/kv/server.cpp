@@ -20,6 +20,13 @@ constexpr std::size_t read_buffer_size = 16 * 1024;
 // What a connection was waiting for when --idle-timeout ran out.
 enum class idle_wait : std::uint8_t { request, rest_of_request, replies };
 
+// Lingering close of refused connections (refuse_connection()).
+constexpr auto refuse_write_timeout = std::chrono::seconds(1);
+constexpr auto linger_time = std::chrono::seconds(2);
+constexpr std::size_t linger_max_bytes = 1 << 20;
+constexpr unsigned max_lingering = 256;  // per shard
+thread_local unsigned lingering = 0;     // this shard's lingering connections
+
 const char* describe(idle_wait w) noexcept {
     switch (w) {
         case idle_wait::request:
@@ -107,12 +114,9 @@ void tcp_server::serve(connection& conn) {
     db_shard& shard = db_.local();
     auto session = factory_(db_);
     if (!shard.admit_connection()) {
-        try {
-            conn.write_all(session->too_many_connections_reply());
-        } catch (const io_error& e) {
-            logger().debug("kv {}: refusing a connection: {}", name_, e.what());
-        }
-        conn.close();
+        open_.insert(&conn);  // stop() cuts the linger short
+        refuse_connection(conn, session->too_many_connections_reply(), name_);
+        open_.erase(&conn);
         return;
     }
     open_.insert(&conn);
@@ -128,6 +132,7 @@ void tcp_server::serve(connection& conn) {
     const std::chrono::seconds idle = shard.config().idle_timeout;
     // When the incomplete request at the front of the input began (slowloris).
     std::optional<time_point> partial_since;
+    bool in_request = false;                 // the session holds an unfinished request
     idle_wait waiting = idle_wait::request;  // what a timeout means
     try {
         input_stream in(conn, read_buffer_size, session->max_request_size() + read_buffer_size);
@@ -136,7 +141,19 @@ void tcp_server::serve(connection& conn) {
         for (;;) {
             const auto r = session->process(in.buffered(), out);
             in.consume(r.consumed);
-            if (r.consumed > 0) partial_since.reset();
+            if (r.consumed > 0) {
+                // Progress ends the wait for the request at the front, unless
+                // what was consumed is part of an unfinished one (a swallowed
+                // value body): that one's clock started at its first byte
+                // (or earlier, if a request before it in this input was
+                // also partial: stricter, never laxer).
+                if (!r.in_request) {
+                    partial_since.reset();
+                } else if (!partial_since) {
+                    partial_since = clock::now();
+                }
+            }
+            in_request = r.in_request;
             waiting = idle_wait::replies;
             if (r.close) {
                 if (!out.empty()) write_with_timeout(conn, out, idle);
@@ -152,7 +169,8 @@ void tcp_server::serve(connection& conn) {
                 }
             }
             if (r.more) continue;
-            if (!in.buffered().empty() && !partial_since) partial_since = clock::now();
+            if ((in_request || !in.buffered().empty()) && !partial_since)
+                partial_since = clock::now();
             waiting = partial_since ? idle_wait::rest_of_request : idle_wait::request;
             in.set_deadline(idle_deadline(idle, partial_since));
             if (!in.fill()) break;  // the peer closed
@@ -201,6 +219,38 @@ void write_with_timeout(connection& conn, std::string_view data, std::chrono::se
         conn.write_all(piece, clock::now() + timeout);
         data.remove_prefix(piece.size());
     }
+}
+
+void refuse_connection(connection& conn, std::string_view reply, std::string_view who) {
+    try {
+        conn.write_all(reply, clock::now() + refuse_write_timeout);
+        if (lingering >= max_lingering) {
+            logger().debug("kv {}: {} refused connections linger already: closing at once", who,
+                           lingering);
+        } else {
+            ++lingering;
+            struct done {
+                ~done() { --lingering; }
+            } count;
+            conn.shutdown(SHUT_WR);
+            const time_point deadline = clock::now() + linger_time;
+            char discard[4096];  // the input is dropped unread: no buffer grows
+            std::size_t drained = 0;
+            while (drained < linger_max_bytes) {
+                const std::size_t n = conn.read(std::span(discard), deadline);
+                if (n == 0) break;  // the client closed: no reset
+                drained += n;
+            }
+        }
+    } catch (const timeout_error& e) {
+        // Not reading the line, or still sending at the linger deadline.
+        logger().debug("kv {}: refused client too slow: {}", who, e.what());
+    } catch (const io_error& e) {
+        logger().debug("kv {}: refusing a connection: {}", who, e.what());
+    } catch (const shutdown_error&) {
+        // The shard is stopping: just close.
+    }
+    conn.close();
 }
 
 std::uint16_t listen_all(sharded<tcp_server>& servers, const socket_address& address) {

@@ -79,6 +79,15 @@ std::optional<time_point> idle_deadline(std::chrono::seconds timeout,
 // a slow but reading client gets a large reply.
 void write_with_timeout(connection& conn, std::string_view data, std::chrono::seconds timeout);
 
+// Refuses a connection past --max-connections so that the client reads
+// `reply` even if it already sent requests: writes it, shuts down our side
+// (FIN), then reads and discards the client's input until its EOF, up to 1 MiB
+// or 2 s, and closes. Closing with unread input would send a reset, which can
+// reach the client before it reads the reply. At most 256 connections linger
+// per shard; beyond that a refused connection is closed after the reply.
+// Suspends (up to about 3 s); stop() ends it early by shutting the socket.
+void refuse_connection(connection& conn, std::string_view reply, std::string_view who);
+
 // Listens on every shard (the first shard picks the port when it is 0) and
 // returns the port.
 std::uint16_t listen_all(sharded<tcp_server>& servers, const socket_address& address);

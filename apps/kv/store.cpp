@@ -149,7 +149,7 @@ store::store(const store_config& config) : config_(config), buckets_(initial_buc
 store::~store() {
     stop_active_expiry();
     flush_timer_.cancel();
-    for (item* it = lru_head_; it;) {
+    for (item* it = lru_.head(); it;) {
         item* next = it->lru_next;
         std::free(it);
         it = next;
@@ -205,85 +205,28 @@ store::item* store::allocate(std::string_view key, std::uint64_t hash, std::size
     return it;
 }
 
-bool store::make_room(std::size_t bytes, const item* keep) {
-    while (memory_used() + bytes > config_.max_memory) {
-        if (!config_.evict) return false;
-        item* victim = lru_tail_;
-        if (victim == keep) victim = victim->lru_prev;
-        if (!victim) return false;
-        unlink_and_free(victim);
-        ++stats_.evictions;
-    }
-    return true;
-}
-
 void store::link(item* it) {
     if (count_ + 1 > buckets_.size()) grow_table();
     auto& head = buckets_[it->hash & (buckets_.size() - 1)];
     it->hash_next = head;
     head = it;
-    it->lru_prev = nullptr;
-    it->lru_next = lru_head_;
-    if (lru_head_) lru_head_->lru_prev = it;
-    lru_head_ = it;
-    if (!lru_tail_) lru_tail_ = it;
+    lru_.push_front(it);
     ++count_;
     items_bytes_ += footprint(it->key_size, it->value_size);
-    if (it->expiry != no_expiry) {
-        it->ttl_index = static_cast<std::uint32_t>(with_ttl_.size());
-        with_ttl_.push_back(it);
-    }
+    payload_bytes_ += std::size_t{it->key_size} + it->value_size;
+    if (it->expiry != no_expiry) with_ttl_.add(it);
 }
 
 void store::unlink_and_free(item* it) noexcept {
     item** slot = &buckets_[it->hash & (buckets_.size() - 1)];
     while (*slot != it) slot = &(*slot)->hash_next;
     *slot = it->hash_next;
-    if (it->lru_prev)
-        it->lru_prev->lru_next = it->lru_next;
-    else
-        lru_head_ = it->lru_next;
-    if (it->lru_next)
-        it->lru_next->lru_prev = it->lru_prev;
-    else
-        lru_tail_ = it->lru_prev;
-    if (it->expiry != no_expiry) {
-        item* last = with_ttl_.back();
-        with_ttl_[it->ttl_index] = last;
-        last->ttl_index = it->ttl_index;
-        with_ttl_.pop_back();
-    }
+    lru_.remove(it);
+    if (it->expiry != no_expiry) with_ttl_.remove(it);
     --count_;
     items_bytes_ -= footprint(it->key_size, it->value_size);
+    payload_bytes_ -= std::size_t{it->key_size} + it->value_size;
     std::free(it);
-}
-
-void store::set_expiry(item* it, time_point expiry) {
-    const bool had = it->expiry != no_expiry;
-    const bool has = expiry != no_expiry;
-    if (!had && has) {
-        it->ttl_index = static_cast<std::uint32_t>(with_ttl_.size());
-        with_ttl_.push_back(it);
-    } else if (had && !has) {
-        item* last = with_ttl_.back();
-        with_ttl_[it->ttl_index] = last;
-        last->ttl_index = it->ttl_index;
-        with_ttl_.pop_back();
-    }
-    it->expiry = expiry;
-}
-
-void store::lru_bump(item* it) noexcept {
-    if (it == lru_head_) return;
-    it->lru_prev->lru_next = it->lru_next;
-    if (it->lru_next)
-        it->lru_next->lru_prev = it->lru_prev;
-    else
-        lru_tail_ = it->lru_prev;
-    it->lru_prev = nullptr;
-    it->lru_next = lru_head_;
-    lru_head_->lru_prev = it;
-    lru_head_ = it;
 }
 
 void store::grow_table() {
@@ -549,17 +492,18 @@ store_result store::touch(std::string_view key, time_point expiry) {
 void store::flush() {
     ++stats_.cmd_flush;
     if (observer_) observer_->on_flush();
-    for (item* it = lru_head_; it;) {
+    for (item* it = lru_.head(); it;) {
         item* next = it->lru_next;
         std::free(it);
         it = next;
     }
-    lru_head_ = lru_tail_ = nullptr;
+    lru_.clear();
     with_ttl_.clear();
     buckets_.assign(initial_buckets, nullptr);
     buckets_.shrink_to_fit();
     count_ = 0;
     items_bytes_ = 0;
+    payload_bytes_ = 0;
 }
 
 void store::flush_at(time_point when) {
@@ -569,44 +513,6 @@ void store::flush_at(time_point when) {
         return;
     }
     flush_timer_.arm(when);
-}
-
-// --- active expiry -------------------------------------------------------------
-
-void store::start_active_expiry() {
-    expiry_timer_.arm_periodic(config_.active_expiry_period);
-}
-
-void store::stop_active_expiry() noexcept {
-    expiry_timer_.cancel();
-}
-
-std::size_t store::expire_some() {
-    const time_point start = clock::now();
-    const time_point now = config_.now();
-    std::size_t removed = 0;
-    for (;;) {
-        if (with_ttl_.empty()) break;
-        unsigned expired_in_round = 0;
-        const unsigned samples = config_.active_expiry_samples;
-        for (unsigned i = 0; i < samples && !with_ttl_.empty(); ++i) {
-            // xorshift64: cheap, good enough for sampling.
-            sample_state_ ^= sample_state_ << 13;
-            sample_state_ ^= sample_state_ >> 7;
-            sample_state_ ^= sample_state_ << 17;
-            item* it = with_ttl_[sample_state_ % with_ttl_.size()];
-            if (it->expiry <= now) {
-                unlink_and_free(it);
-                ++expired_in_round;
-            }
-        }
-        removed += expired_in_round;
-        if (expired_in_round * 4 <= samples) break;
-        if (clock::now() - start >= config_.active_expiry_budget) break;
-    }
-    stats_.expired += removed;
-    stats_.active_expired += removed;
-    return removed;
 }
 
 }  // namespace percore::kv

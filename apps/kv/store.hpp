@@ -33,6 +33,7 @@
 
 #include "percore/clock.hpp"
 #include "percore/timer.hpp"
+#include "store_eviction.hpp"
 
 namespace percore::kv {
 
@@ -234,6 +235,9 @@ class store {
     std::size_t size() const noexcept { return count_; }
     // Bytes charged against max_memory (items + hash table).
     std::size_t memory_used() const noexcept { return items_bytes_ + table_bytes(); }
+    // Key plus value bytes of the live items (what a snapshot of them holds
+    // besides fixed per-item fields; the log sizes its compaction by it).
+    std::size_t payload_bytes() const noexcept { return payload_bytes_; }
     const store_config& config() const noexcept { return config_; }
     const store_stats& stats() const noexcept;
     // Reports every later change to `observer` (nullptr: none, the default).
@@ -265,14 +269,13 @@ class store {
 
     store_config config_;
     store_observer* observer_ = nullptr;  // the shard's log with --data-dir
-    std::vector<item*> buckets_;  // chained hash table, power-of-two size
+    std::vector<item*> buckets_;          // chained hash table, power-of-two size
     std::size_t count_ = 0;
     std::size_t items_bytes_ = 0;
-    item* lru_head_ = nullptr;     // most recently used
-    item* lru_tail_ = nullptr;     // next eviction victim
-    std::vector<item*> with_ttl_;  // items with an expiry, for sampling
+    std::size_t payload_bytes_ = 0;     // sum of key_size + value_size of linked items
+    detail::lru_list<item> lru_;        // eviction order
+    detail::ttl_index<item> with_ttl_;  // items with an expiry, for sampling
     std::uint64_t cas_counter_ = 0;
-    std::uint64_t sample_state_ = 0x9e3779b97f4a7c15ull;  // xorshift state for sampling
     mutable store_stats stats_;
     timer expiry_timer_;
     timer flush_timer_;
