@@ -90,7 +90,22 @@ def value_of(i, gen=0):
     return ("v%d-%d-" % (i, gen)) + "x" * (i % 50)
 
 
+def unmount(mnt):
+    subprocess.run(["umount", mnt])
+    os.rmdir(mnt)
+
+
 class DurabilityTest(unittest.TestCase):
+    def mount_small_tmpfs(self):
+        """A 24 MiB tmpfs to fill up (skips the test where mounting is not allowed)."""
+        mnt = tempfile.mkdtemp(prefix="kv-diskfull-", dir=BASE)
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt],
+                                 capture_output=True).returncode == 0
+        if not mounted:
+            os.rmdir(mnt)
+            self.skipTest("cannot mount a small tmpfs here (needs root)")
+        return mnt
+
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="kv-durability-", dir=BASE)
 
@@ -281,12 +296,7 @@ class DurabilityTest(unittest.TestCase):
             self.assertEqual(server.stop(), 0)
 
     def test_disk_full_refuses_writes_and_recovers(self):
-        mnt = tempfile.mkdtemp(prefix="kv-diskfull-", dir=BASE)
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt],
-                                 capture_output=True).returncode == 0
-        if not mounted:
-            os.rmdir(mnt)
-            self.skipTest("cannot mount a small tmpfs here (needs root)")
+        mnt = self.mount_small_tmpfs()
         server = None
         try:
             data = os.path.join(mnt, "data")
@@ -356,18 +366,12 @@ class DurabilityTest(unittest.TestCase):
         finally:
             if server:
                 server.kill()
-            subprocess.run(["umount", mnt])
-            os.rmdir(mnt)
+            unmount(mnt)
 
     def test_disk_full_on_two_shards_refuses_multi_shard_writes(self):
         # MSETNX and DEL over keys of both shards take another path (a
         # cross-shard check, steps combined on the connection's shard).
-        mnt = tempfile.mkdtemp(prefix="kv-diskfull-", dir=BASE)
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt],
-                                 capture_output=True).returncode == 0
-        if not mounted:
-            os.rmdir(mnt)
-            self.skipTest("cannot mount a small tmpfs here (needs root)")
+        mnt = self.mount_small_tmpfs()
         server = None
         try:
             server = Server(os.path.join(mnt, "data"), "--fsync", "always", smp=2)
@@ -413,8 +417,7 @@ class DurabilityTest(unittest.TestCase):
         finally:
             if server:
                 server.kill()
-            subprocess.run(["umount", mnt])
-            os.rmdir(mnt)
+            unmount(mnt)
 
 
 if __name__ == "__main__":

@@ -95,17 +95,22 @@ TEST_CASE("a deep recursion fits a custom stack size") {
     });
 }
 
+namespace {
+// Spins in maybe_yield() until a fiber spawned beside it has run (or 2 s pass).
+void require_maybe_yield_lets_another_run() {
+    bool other_ran = false;
+    auto other = spawn([&] { other_ran = true; });
+    auto start = clock::now();
+    while (!other_ran && clock::now() - start < std::chrono::seconds(2)) maybe_yield();
+    REQUIRE(other_ran);
+    other.get();
+}
+}  // namespace
+
 TEST_CASE("maybe_yield lets other fibers run once the task quota is spent") {
     reactor_config config;
     config.task_quota = std::chrono::microseconds(200);
-    percore::testing::run_in_shards(1, [] {
-        bool other_ran = false;
-        auto other = spawn([&] { other_ran = true; });
-        auto start = clock::now();
-        while (!other_ran && clock::now() - start < std::chrono::seconds(2)) maybe_yield();
-        REQUIRE(other_ran);
-        other.get();
-    }, config);
+    percore::testing::run_in_shards(1, [] { require_maybe_yield_lets_another_run(); }, config);
 }
 
 // The first turn after a sleep arms no alarm and checks the quota by clock:
@@ -117,12 +122,7 @@ TEST_CASE("maybe_yield preempts in the first turn after the shard slept") {
         for (int round = 0; round < 3; ++round) {
             sleep_for(std::chrono::milliseconds(2));  // the shard sleeps in the ring
             REQUIRE(reactor::local().stats().sleeps > 0);
-            bool other_ran = false;
-            auto other = spawn([&] { other_ran = true; });
-            auto start = clock::now();
-            while (!other_ran && clock::now() - start < std::chrono::seconds(2)) maybe_yield();
-            REQUIRE(other_ran);
-            other.get();
+            require_maybe_yield_lets_another_run();
         }
     }, config);
 }
