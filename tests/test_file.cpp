@@ -22,28 +22,14 @@
 #include "percore/reactor.hpp"
 #include "percore/timer.hpp"
 #include "shards.hpp"
+#include "temp_dir.hpp"
 
 using namespace percore;
 using percore::testing::run_in_reactor;
 
 namespace {
 
-// A fresh directory on a disk file system, removed at the end.
-struct temp_dir {
-    std::string path;
-    temp_dir() {
-        const char* base = std::getenv("PERCORE_TEST_DIR");
-        std::string tmpl = std::string(base ? base : "/var/tmp") + "/percore-file-XXXXXX";
-        if (!::mkdtemp(tmpl.data()))
-            throw std::runtime_error("mkdtemp " + tmpl + ": " + std::strerror(errno));
-        path = tmpl;
-    }
-    ~temp_dir() {
-        std::error_code ec;
-        std::filesystem::remove_all(path, ec);
-    }
-    std::string file(const std::string& name) const { return path + "/" + name; }
-};
+using percore::testing::temp_dir;
 
 // A tmpfs of `size` mounted for one test; mounted() is false where mounting
 // is not permitted (not root, or a restricted container).

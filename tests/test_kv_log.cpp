@@ -25,6 +25,7 @@
 #include "persistence.hpp"
 #include "persistence_setup.hpp"
 #include "shards.hpp"
+#include "temp_dir.hpp"
 #include "store.hpp"
 
 using namespace percore;
@@ -32,20 +33,7 @@ using namespace percore::kv;
 
 namespace {
 
-struct temp_dir {
-    std::string path;
-    temp_dir() {
-        const char* base = std::getenv("PERCORE_TEST_DIR");
-        std::string tmpl = std::string(base ? base : "/var/tmp") + "/percore-kvlog-XXXXXX";
-        if (!::mkdtemp(tmpl.data()))
-            throw std::runtime_error("mkdtemp " + tmpl + ": " + std::strerror(errno));
-        path = tmpl;
-    }
-    ~temp_dir() {
-        std::error_code ec;
-        std::filesystem::remove_all(path, ec);
-    }
-};
+using percore::testing::temp_dir;
 
 void write_file(const std::string& path, std::string_view bytes) {
     int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
