@@ -62,7 +62,10 @@ class Server:
         return self.log.read()
 
     def stop(self):
-        if self.proc.poll() is None:
+        """Returns the output. A server still running must exit 0 on SIGTERM
+        (in the sanitized build a leak or undefined behaviour changes that)."""
+        running = self.proc.poll() is None
+        if running:
             self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=WAIT)
@@ -71,6 +74,9 @@ class Server:
             self.proc.wait()
         out = self.output()
         self.log.close()
+        if running and self.proc.returncode != 0:
+            raise AssertionError("%s exited with %s after SIGTERM:\n%s"
+                                 % (self.proc.args[0], self.proc.returncode, out))
         return out
 
 

@@ -77,8 +77,11 @@ public:
         if constexpr (!std::is_void_v<T>) return std::move(*value_);
     }
 
-    void release() noexcept {
-        if (--owners_ == 0) {
+    // Drops `owners` of the two shares (promise, future); both when no future
+    // was ever taken.
+    void release(std::uint8_t owners = 1) noexcept {
+        owners_ -= owners;
+        if (owners_ == 0) {
             if (error_ && !observed_) report_unobserved_exception(error_, origin_);
             delete this;
         }
@@ -230,11 +233,15 @@ public:
 
 private:
     void finish(detail::future_state<T>* s) noexcept {
-        if (!future_taken_) s->detach_future();  // no future will ever read it
-        s->release();
+        if (future_taken_) return s->release();
+        s->detach_future();  // no future will ever read it, nor release its share
+        s->release(2);
     }
     void abandon() noexcept {
-        if (state_) set_exception(std::make_exception_ptr(broken_promise()));
+        if (!state_) return;
+        // Without a future there is nobody to tell: no broken_promise to log.
+        if (!future_taken_) return finish(std::exchange(state_, nullptr));
+        set_exception(std::make_exception_ptr(broken_promise()));
     }
 
     detail::future_state<T>* state_;

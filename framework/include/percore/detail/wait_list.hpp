@@ -11,6 +11,13 @@
 
 namespace percore::detail {
 
+// Waiter nodes on the waiting fiber's stack are the design (wait() unlinks
+// its node before returning, on every path); GCC 12's -Wdangling-pointer
+// sees a local's address stored in the list and cannot see the unlinking.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdangling-pointer"
+#endif
 class wait_list {
 public:
     struct waiter {
@@ -83,5 +90,8 @@ private:
     waiter* head_ = nullptr;
     waiter* tail_ = nullptr;
 };
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 }  // namespace percore::detail
