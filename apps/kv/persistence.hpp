@@ -145,7 +145,6 @@ class shard_log final : public store_observer {
     std::string rewrite_tail_;    // records appended since the rewrite began
     std::unique_ptr<log_appender> rewrite_appender_;
     future<void> rewriter_;
-    promise<void> switched_;
     std::uint64_t rewrites_ = 0;
     std::uint64_t records_ = 0;
     std::uint64_t syncs_ = 0;
