@@ -4,11 +4,14 @@
 // connection does, a few bytes per read.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <string_view>
+#include <vector>
 
 namespace percore::fuzz {
 
@@ -29,6 +32,19 @@ namespace percore::fuzz {
 inline bool within(std::string_view part, const char* begin, std::size_t size) noexcept {
     if (part.empty()) return true;
     return part.data() >= begin && part.data() + part.size() <= begin + size;
+}
+
+// Both feedings of one input (whole, and cut into reads) must give the same
+// events; on a difference, prints the two side by side and fails.
+inline void require_same_events(const std::vector<std::string>& whole,
+                                const std::vector<std::string>& split) {
+    if (whole == split) return;
+    for (std::size_t i = 0; i < std::max(whole.size(), split.size()); ++i) {
+        std::fprintf(stderr, "%zu whole: %s\n  split: %s\n", i,
+                     i < whole.size() ? whole[i].c_str() : "-",
+                     i < split.size() ? split[i].c_str() : "-");
+    }
+    fail(__FILE__, __LINE__, "split input parses differently");
 }
 
 // Read sizes derived from the input's own bytes (so the seed corpus holds

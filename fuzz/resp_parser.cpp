@@ -156,14 +156,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
     const run_result whole = run(limits, authenticated, input, nullptr, true);
     const run_result split = run(limits, authenticated, input, &chunks, false);
-    if (whole.events != split.events) {
-        for (std::size_t i = 0; i < std::max(whole.events.size(), split.events.size()); ++i) {
-            std::fprintf(stderr, "%zu whole: %s\n  split: %s\n", i,
-                         i < whole.events.size() ? whole.events[i].c_str() : "-",
-                         i < split.events.size() ? split.events[i].c_str() : "-");
-        }
-        FUZZ_CHECK(!"split input parses differently");
-    }
+    percore::fuzz::require_same_events(whole.events, split.events);
     FUZZ_CHECK(whole.closed == split.closed);
     if (!whole.closed) FUZZ_CHECK(whole.left == split.left);
     return 0;
