@@ -153,7 +153,8 @@ private:
     bool fire_expired_timers();
     void sleep_until_work();
 
-    void arrived(boost::context::detail::transfer_t t);
+    // Frees a fiber that ended, once the switch has left its stack.
+    void destroy_finished(detail::fiber_base* fiber) noexcept;
     void unlink_live(detail::fiber_base* fiber) noexcept;
     void shutdown_fibers();
     void arm_wakeup_read();
