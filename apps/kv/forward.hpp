@@ -20,6 +20,7 @@
 // buffers have grown to its usual batch size; they are reused batch after batch.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <string>
@@ -67,24 +68,29 @@ class forwarder {
     // Runs the batch (see the top of the file), appends the replies to `out`
     // in order, and clears the batch. If some shard's exec threw, the first
     // error is rethrown after every shard finished (the batch is cleared).
+    // With `ends`, appends to it where each operation's reply ends in `out`,
+    // in the order the operations were added (so that a front end can
+    // rewrite the replies of a whole request).
     template <typename Exec>
-    void run(Exec& exec, std::string& out) {
+    void run(Exec& exec, std::string& out, std::vector<std::size_t>* ends = nullptr) {
         if (order_.empty()) return;
         if (groups_[local_].size() == order_.size()) {
             // Everything is local: write straight to the output.
             db_shard& shard = db_.local();
-            for (std::uint32_t tag : groups_[local_]) exec(shard, tag, out);
+            for (std::uint32_t tag : groups_[local_]) {
+                exec(shard, tag, out);
+                if (ends) ends->push_back(out.size());
+            }
             clear();
             return;
         }
         futures_.clear();
         for (unsigned s = 0; s < shards_; ++s) {
             if (s == local_ || groups_[s].empty()) continue;
-            futures_.push_back(
-                submit_to(s, [this, s, &exec]() noexcept(false) {
-                    run_group(exec, s);
-                    db_.local().sync();  // --fsync always: durable before the reply
-                }));
+            futures_.push_back(submit_to(s, [this, s, &exec]() noexcept(false) {
+                run_group(exec, s);
+                db_.local().sync();  // --fsync always: durable before the reply
+            }));
         }
         std::exception_ptr error;
         try {
@@ -104,7 +110,7 @@ class forwarder {
             clear();
             std::rethrow_exception(error);
         }
-        merge(out);
+        merge(out, ends);
         clear();
     }
 
@@ -120,13 +126,14 @@ class forwarder {
         }
     }
 
-    void merge(std::string& out) {
+    void merge(std::string& out, std::vector<std::size_t>* ends) {
         cursors_.assign(shards_, 0);
         begins_.assign(shards_, 0);
         for (std::uint16_t s : order_) {
             const std::uint32_t end = reply_ends_[s][cursors_[s]++];
             out.append(replies_[s], begins_[s], end - begins_[s]);
             begins_[s] = end;
+            if (ends) ends->push_back(out.size());
         }
     }
 

@@ -110,6 +110,8 @@ inline constexpr std::string_view non_numeric =
     "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n";
 inline constexpr std::string_view too_many_connections =
     "SERVER_ERROR too many open connections\r\n";
+// A write refused because --data-dir's disk is full (the change cannot be logged).
+inline constexpr std::string_view no_disk = "SERVER_ERROR out of disk\r\n";
 }  // namespace replies
 
 class parser {

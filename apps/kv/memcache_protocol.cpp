@@ -108,7 +108,9 @@ session::session(db& database, const parser_limits& limits)
     : db_(database),
       max_output_(database.local().config().max_output_buffer / shard_count()),
       parser_(limits),
-      forwarder_(database) {}
+      forwarder_(database),
+      // A batch holds at most max_batch requests (each adds an op).
+      touch_refused_(max_batch) {}
 
 void session::add_keyed(std::uint32_t request, std::string_view key) {
     const auto tag = static_cast<std::uint32_t>(ops_.size());
@@ -116,23 +118,60 @@ void session::add_keyed(std::uint32_t request, std::string_view key) {
     forwarder_.add(owner_shard(key, forwarder_.shards()), tag);
 }
 
-void session::add_literal(std::string_view text) {
+void session::add_literal(std::string_view text, std::uint32_t request) {
     const auto tag = static_cast<std::uint32_t>(ops_.size());
-    ops_.push_back(op{op_kind::literal, 0, {}, text});
+    ops_.push_back(op{op_kind::literal, request, {}, text});
     forwarder_.add(forwarder_.local_shard(), tag);
 }
 
 void session::run_batch(std::string& out) {
     executor exec{this};
     const std::size_t mark = out.size();
-    forwarder_.run(exec, out);
+    reply_ends_.clear();
+    forwarder_.run(exec, out, &reply_ends_);
+    const bool refused = any_touch_refused_.load(std::memory_order_relaxed);
     if (overflowed_.load(std::memory_order_relaxed)) {
         // Never a partial batch: a missing VALUE would read as a miss.
         out.resize(mark);
         out.append(output_overflow_reply);
+    } else if (refused) {
+        reply_refused_touches(out, mark);
+    }
+    if (refused) {
+        for (std::size_t r = 0; r < requests_.size(); ++r)
+            touch_refused_[r].store(false, std::memory_order_relaxed);
+        any_touch_refused_.store(false, std::memory_order_relaxed);
     }
     ops_.clear();
     requests_.clear();
+}
+
+void session::refuse_touch(std::uint32_t request) noexcept {
+    touch_refused_[request].store(true, std::memory_order_relaxed);
+    any_touch_refused_.store(true, std::memory_order_relaxed);
+}
+
+void session::reply_refused_touches(std::string& out, std::size_t mark) {
+    // A request's ops are consecutive, so are their replies: each refused
+    // request's run of replies becomes one line. Rare: a copy is fine.
+    std::string replies;
+    replies.reserve(out.size() - mark);
+    std::size_t begin = mark;
+    for (std::size_t i = 0; i < ops_.size(); ++i) {
+        const std::uint32_t request = ops_[i].request;
+        const std::size_t end = reply_ends_[i];
+        if (request == no_request || !touch_refused_[request].load(std::memory_order_relaxed)) {
+            replies.append(out, begin, end - begin);
+        } else if (i == 0 || ops_[i - 1].request != request) {
+            replies.append(replies::no_disk);
+        }
+        begin = end;
+    }
+    out.resize(mark);
+    out.append(replies);
+    // A refused request cut at the batch's end: skip the rest of its keys.
+    if (resuming_ && touch_refused_[requests_.size() - 1].load(std::memory_order_relaxed))
+        resume_refused_ = true;
 }
 
 void session::executor::operator()(db_shard& shard, std::uint32_t tag, std::string& out) const {
@@ -157,10 +196,15 @@ void session::executor::run(db_shard& shard, std::uint32_t tag, std::string& out
     }
     const request& r = self->requests_[o.request];
     store& s = shard.store();
-    if (!s.accepting_writes() && r.cmd != command::get && r.cmd != command::gets &&
-        r.cmd != command::gat && r.cmd != command::gats) {
+    if (!s.accepting_writes() && r.cmd != command::get && r.cmd != command::gets) {
         // The disk of --data-dir is full: reads go on, writes are refused.
-        if (!r.noreply) out.append("SERVER_ERROR out of disk\r\n");
+        // gat/gats log a touch: refused as a whole (see run_batch), even
+        // for a missing key, like touch.
+        if (is_retrieval(r.cmd)) {
+            self->refuse_touch(o.request);
+        } else if (!r.noreply) {
+            out.append(replies::no_disk);
+        }
         return;
     }
     switch (r.cmd) {
@@ -271,7 +315,7 @@ process_result session::process_requests(std::string_view input, std::string& ou
         std::string_view key;
         while (ops_.size() < max_batch) {
             if (!keys.next(key)) {
-                add_literal("END\r\n");
+                add_literal("END\r\n", index);
                 resuming_ = false;
                 return true;
             }
@@ -286,7 +330,12 @@ process_result session::process_requests(std::string_view input, std::string& ou
     };
 
     if (resuming_) {
-        if (!add_keys(resume_request_, resume_offset_, resume_end_)) {
+        if (resume_refused_) {
+            // A gat refused in an earlier batch: it got its SERVER_ERROR
+            // there, its other keys are not touched.
+            resuming_ = false;
+            resume_refused_ = false;
+        } else if (!add_keys(resume_request_, resume_offset_, resume_end_)) {
             run_batch(out);
             result.more = true;
             return result;
@@ -343,7 +392,7 @@ process_result session::process_requests(std::string_view input, std::string& ou
                 const time_point now = clock::now();
                 time_point when = r.exptime > 0 ? to_expiry(r.exptime, now) : now;
                 const bool flushed = flush_all(db_, when);
-                if (!r.noreply) out.append(flushed ? "OK\r\n" : "SERVER_ERROR out of disk\r\n");
+                if (!r.noreply) out.append(flushed ? std::string_view("OK\r\n") : replies::no_disk);
                 break;
             }
             case command::stats:

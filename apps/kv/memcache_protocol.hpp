@@ -2,6 +2,15 @@
 // session that turns received bytes into replies. Keyed requests run on
 // their owner shards through the forwarder (one submit_to per owner shard per
 // batch); flush_all and stats go to every shard; replies keep request order.
+//
+// With --data-dir's disk full, every request that would log a change is
+// refused with SERVER_ERROR out of disk, gat and gats included (they log a
+// touch; refused for a missing key too, like touch): a gat that an owner
+// shard of its keys refuses gets that one line instead of its VALUE lines
+// and END, and that shard touches none of its keys. Not a transaction over
+// shards: a shard that accepts touches its keys (as memcached, whose gat can
+// fail midway), and a gat cut in batches (over max_batch keys) first refused
+// in a later batch has had its earlier batches' VALUE lines sent already.
 #pragma once
 
 #include <atomic>
@@ -48,9 +57,12 @@ class session {
 
   private:
     enum class op_kind : std::uint8_t { keyed, literal };
+    static constexpr std::uint32_t no_request = UINT32_MAX;
     struct op {
         op_kind kind;
-        std::uint32_t request;  // index into requests_ (keyed)
+        // Index into requests_: of a keyed op, and of a retrieval's END
+        // literal (whose reply belongs to the request); else no_request.
+        std::uint32_t request;
         std::string_view key;   // keyed: the key
         std::string_view text;  // literal: the reply
     };
@@ -66,9 +78,15 @@ class session {
     // Whether `more` reply bytes would take this shard's part of the batch
     // past --max-output-buffer; then marks the session overflowed.
     bool over_output_limit(const std::string& out, std::size_t more);
+    // A shard refused to touch a key of gat/gats request `request` (its
+    // disk is full): the whole request's reply becomes SERVER_ERROR.
+    void refuse_touch(std::uint32_t request) noexcept;
+    // Replaces the replies of the refused gat/gats of the batch just run
+    // (from `mark` in `out`) with one SERVER_ERROR each.
+    void reply_refused_touches(std::string& out, std::size_t mark);
 
     void add_keyed(std::uint32_t request, std::string_view key);
-    void add_literal(std::string_view text);
+    void add_literal(std::string_view text, std::uint32_t request = no_request);
     void run_batch(std::string& out);
     void append_stats(std::string& out);
 
@@ -80,6 +98,10 @@ class session {
     forwarder forwarder_;
     std::vector<request> requests_;
     std::vector<op> ops_;
+    std::vector<std::size_t> reply_ends_;  // where each op's reply ends in the output
+    // Per request of the batch: a shard refused its touches (set by owner shards).
+    std::vector<std::atomic<bool>> touch_refused_;
+    std::atomic<bool> any_touch_refused_{false};
     // A retrieval request cut between batches: its keys from this offset of
     // the (unconsumed) input on, ending at keys_end_.
     bool resuming_ = false;
@@ -87,6 +109,9 @@ class session {
     std::size_t resume_line_size_ = 0;
     std::size_t resume_offset_ = 0;
     std::size_t resume_end_ = 0;
+    // The cut request is a gat refused in an earlier batch: its
+    // SERVER_ERROR is sent, its remaining keys are skipped.
+    bool resume_refused_ = false;
 };
 
 }  // namespace percore::kv::memcache

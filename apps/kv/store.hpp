@@ -184,6 +184,7 @@ class store {
     // marks the item recently used. nullopt if missing or expired.
     std::optional<item_view> get(std::string_view key);
     // get() that also sets the expiry (memcached gat/gats, Redis GETEX).
+    // It cannot say no_disk: callers check accepting_writes() first.
     std::optional<item_view> get_and_touch(std::string_view key, time_point expiry);
     // Looks a key up without counting or touching the LRU (EXISTS, TTL, TYPE...).
     // Still removes the key if it expired.
