@@ -8,42 +8,74 @@ with pymemcache and 10 000 with redis-py, all read back through the proxy
 Then node 2 is killed: the proxy must eject it and keep serving the other
 nodes' keys, and the dead node's keys re-hash to live nodes. Node 2 is started
 again: it must rejoin (and, when kv has --data-dir, its keys come back).
-`scripts/cluster down` runs at the end, whatever happened.
+`scripts/cluster down` runs at the end, whatever happened; after a run that
+passed, every kv node it stopped must have exited 0 (in the sanitized build a
+leak or undefined behaviour gives another status), and the killed one by
+SIGKILL.
 
 usage: cluster_test.py SOURCE_ROOT PATH/TO/kv
 Exit 77 (meson's "skipped") when nutcracker or the Python clients are missing.
 """
 import concurrent.futures
+import ctypes
 import json
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+import testlib
+
 SKIP = 77
 try:
-    import redis
-    from pymemcache.client.base import Client as MemcacheClient
+    testlib.require_modules("redis", "pymemcache.client.base")  # or runs /usr/bin/python3
 except ImportError:
-    # Debian's python3 has python3-redis and python3-pymemcache; a version
-    # manager's python3 first on PATH may not.
-    if sys.executable != "/usr/bin/python3" and os.path.exists("/usr/bin/python3"):
-        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
     print("SKIP: cluster test needs python3-redis and python3-pymemcache", flush=True)
     sys.exit(SKIP)
+import redis
+from pymemcache.client.base import Client as MemcacheClient
 
 KEYS = 10000
 WAIT = 30.0  # seconds: bound for the proxy to react (not a timing assertion)
 VICTIM = 2
 CLIENTS = 8  # concurrent clients per protocol
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 
 
 def fail(msg):
     raise AssertionError(msg)
+
+
+def become_subreaper():
+    """The processes scripts/cluster starts outlive it (each `up` or `start`
+    exits once they answer), so `down` is not their parent and cannot learn
+    how they exited. As a child subreaper this process inherits them instead
+    of init, and os.waitpid gives their exit statuses."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "prctl(PR_SET_CHILD_SUBREAPER): " + os.strerror(err))
+
+
+def exit_status(pid, what, timeout):
+    """How pid, a process that scripts/cluster started and stopped, exited:
+    its status, or minus the signal that ended it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            fail("%s (pid %d) is not a child of the test: its exit status is lost" % (what, pid))
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            fail("%s (pid %d) still runs %.0f s after it was stopped" % (what, pid, timeout))
+        time.sleep(0.05)
 
 
 def ports_free(base):
@@ -72,6 +104,8 @@ class Cluster:
         self.kv = kv
         self.state_dir = tempfile.mkdtemp(prefix="percore-cluster-")
         self.base = fresh_base_port()
+        # pid -> (node index, the exit status expected once it is stopped)
+        self.expected_exits = {}
 
     def run(self, *args, check=True):
         argv = [sys.executable, self.script, "--state-dir", self.state_dir, *args]
@@ -82,6 +116,35 @@ class Cluster:
 
     def status(self):
         return json.loads(self.run("status", "--json").stdout)
+
+    def note_nodes(self):
+        """Notes the nodes running now (after `up` or `start`): a graceful
+        stop must end each with status 0."""
+        for n in self.status()["nodes"]:
+            if n["alive"] and n["pid"] not in self.expected_exits:
+                self.expected_exits[n["pid"]] = (n["index"], 0)
+
+    def kill(self, index):
+        """SIGKILLs node `index` (a crash): its status is to say so."""
+        pid = next(n["pid"] for n in self.status()["nodes"] if n["index"] == index)
+        self.run("kill", str(index))
+        self.expected_exits[pid] = (index, -signal.SIGKILL)
+
+    def check_exit_statuses(self):
+        """After `down`: every node noted exited as expected (a kv that took
+        more than `down`'s 10 s to stop was SIGKILLed)."""
+        wrong = []
+        for pid, (index, expected) in sorted(self.expected_exits.items()):
+            status = exit_status(pid, "node %d" % index, WAIT)
+            if status != expected:
+                log = os.path.join(self.state_dir, "node-%d.log" % index)
+                with open(log, errors="replace") as f:
+                    tail = "".join(f.readlines()[-60:])
+                wrong.append("node %d (pid %d) exited with %d, expected %d; the end of node-%d.log:\n%s"
+                             % (index, pid, status, expected, index, tail))
+        if wrong:
+            fail("\n".join(wrong))
+        return len(self.expected_exits)
 
     def logs(self):
         out = []
@@ -157,14 +220,20 @@ def main():
         return SKIP
     has_data_dir = "--data-dir" in subprocess.run([kv, "--help"], stdout=subprocess.PIPE,
                                                   stderr=subprocess.STDOUT, text=True).stdout
+    become_subreaper()
     cluster = Cluster(root, kv)
     try:
-        run_test(cluster, has_data_dir)
+        try:
+            run_test(cluster, has_data_dir)
+        finally:
+            cluster.run("down", check=False)
+        stopped = cluster.check_exit_statuses()
+        print("down: the %d kv processes exited as expected (0, SIGKILL for the killed one)" % stopped,
+              flush=True)
     except BaseException:
         print(cluster.logs(), file=sys.stderr)
         raise
     finally:
-        cluster.run("down", check=False)
         leftover = os.path.exists(os.path.join(cluster.state_dir, "cluster.json"))
         shutil.rmtree(cluster.state_dir, ignore_errors=True)
         if leftover:
@@ -196,6 +265,7 @@ def run_test(cluster, has_data_dir):
     # hundreds of ms, and a timeout makes twemproxy count a failure.
     up = cluster.run("up", "3", "--base-port", str(cluster.base), "--kv", cluster.kv, "--timeout", "3000",
                      "--max-memory", "64M")
+    cluster.note_nodes()
     nodes, proxy = parse_endpoints(up.stdout)
     if sorted(nodes) != [1, 2, 3] or proxy is None:
         fail("up printed %r" % up.stdout)
@@ -302,7 +372,7 @@ def run_test(cluster, has_data_dir):
         fail("keys written through the redis pool are not readable through the memcache pool")
 
     # ---- node VICTIM dies
-    cluster.run("kill", str(VICTIM))
+    cluster.kill(VICTIM)
     m_victim, r_victim = sorted(mheld[VICTIM]), sorted(rheld[VICTIM])
     m_others = [k for k in mkeys if k not in mheld[VICTIM]]
     r_others = [k for k in rkeys if k not in rheld[VICTIM]]
@@ -359,6 +429,7 @@ def run_test(cluster, has_data_dir):
 
     # ---- node VICTIM comes back (same ports, same data dir if any)
     cluster.run("start", str(VICTIM))
+    cluster.note_nodes()
     vnode = direct[VICTIM]
     probe = r_victim[100:200] or r_victim
     deadline = time.monotonic() + WAIT

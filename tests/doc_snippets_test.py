@@ -29,10 +29,11 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
+
+import testlib
 
 REFERENCE_SOURCE = "apps/skeleton/main.cpp"
 REFERENCE_TARGET = "apps/skeleton/skeleton"
@@ -170,12 +171,6 @@ def build_program(b, flags, link, obj, build, scratch, programs):
     return True
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
-
-
 def run_page(page, steps, build, scratch, programs):
     """Runs a page's `sh run` blocks as one script; checks `text output` blocks."""
     sandbox = tempfile.mkdtemp(dir=scratch, prefix="run_")
@@ -188,7 +183,7 @@ def run_page(page, steps, build, scratch, programs):
         if name:
             os.makedirs(os.path.join(apps, name), exist_ok=True)
             os.symlink(path, os.path.join(apps, name, name))
-    port = free_port()
+    port = str(testlib.free_port())
     script = ["set -e"]
     for n, (b, _) in enumerate(steps):
         script.append(f"echo '@@step {n}@@'")

@@ -6,7 +6,8 @@
 - graceful restarts (SIGTERM, RESP SHUTDOWN) keep everything with everysec,
   including a restart with another --smp (keys re-distributed);
 - a full disk (a small tmpfs mounted here, root only) refuses writes with
-  errors, keeps serving reads, and accepts writes again once space returns.
+  errors (memcached gat/gats too: they log a touch), keeps serving reads,
+  and accepts writes again once space returns.
 
 usage: kv_durability_test.py PATH/TO/kv
 """
@@ -21,44 +22,27 @@ import threading
 import time
 import unittest
 
-try:
-    import redis
-    from pymemcache.client.base import Client as MemcacheClient
-except ImportError:
-    if sys.executable != "/usr/bin/python3" and os.path.exists("/usr/bin/python3"):
-        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
-    raise
+import testlib
+from testlib import free_port
+
+testlib.require_modules("redis", "pymemcache.client.base")  # or runs /usr/bin/python3
+import redis
+from pymemcache.client.base import Client as MemcacheClient
 
 KV = None
 WAIT = 20.0  # seconds: generous bound for anything to happen (not a timing assertion)
 BASE = os.environ.get("PERCORE_TEST_DIR", "/var/tmp")  # a disk, not tmpfs
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
+class Server(testlib.Server):
     """A kv process on fresh ports; stderr kept in a file for failures."""
 
     def __init__(self, data_dir, *extra, smp=2):
         self.rport, self.mport = free_port(), free_port()
-        self.log = tempfile.NamedTemporaryFile(prefix="kv-durability-", suffix=".log", delete=False)
         argv = [KV, "--smp", str(smp), "--redis-port", str(self.rport), "--memcache-port",
                 str(self.mport), "--data-dir", data_dir] + list(extra)
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self.log)
-        deadline = time.monotonic() + 60  # a replay may take a while on a loaded machine
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.rport), timeout=1).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.kill()
-                    raise RuntimeError("kv did not start:\n" + self.stderr())
-                time.sleep(0.05)
+        # A replay may take a while on a loaded machine: 60 s to start.
+        super().__init__(argv, ports=[self.rport], timeout=WAIT, start_timeout=60)
 
     def redis(self):
         return redis.Redis(port=self.rport, socket_timeout=WAIT)
@@ -66,28 +50,23 @@ class Server:
     def memcache(self):
         return MemcacheClient(("127.0.0.1", self.mport), timeout=WAIT, connect_timeout=WAIT)
 
-    def stderr(self):
-        with open(self.log.name, errors="replace") as f:
-            return f.read()
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=WAIT)
-        finally:
-            self.kill()
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.log.close()
-        os.unlink(self.log.name) if os.path.exists(self.log.name) else None
-
 
 def value_of(i, gen=0):
     return ("v%d-%d-" % (i, gen)) + "x" * (i % 50)
+
+
+def memcache_exchange(port, request, replies=1):
+    """Sends raw memcached text on a fresh connection; returns what came back
+    once `replies` END / SERVER_ERROR lines arrived (or the server closed)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:
+        s.sendall(request)
+        data = b""
+        while data.count(b"END\r\n") + data.count(b"SERVER_ERROR") < replies:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data
 
 
 def unmount(mnt):
@@ -97,14 +76,23 @@ def unmount(mnt):
 
 class DurabilityTest(unittest.TestCase):
     def mount_small_tmpfs(self):
-        """A 24 MiB tmpfs to fill up (skips the test where mounting is not allowed)."""
+        """A 24 MiB tmpfs to fill up (skips the test where mounting is not
+        allowed), unmounted at the end of the test."""
         mnt = tempfile.mkdtemp(prefix="kv-diskfull-", dir=BASE)
         mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt],
                                  capture_output=True).returncode == 0
         if not mounted:
             os.rmdir(mnt)
             self.skipTest("cannot mount a small tmpfs here (needs root)")
+        self.addCleanup(unmount, mnt)  # after start_server()'s: last in, first out
         return mnt
+
+    def start_server(self, data_dir, *extra, smp=2):
+        """A Server killed at the end of the test whatever happened (nothing
+        to do once it was stopped)."""
+        server = Server(data_dir, *extra, smp=smp)
+        self.addCleanup(server.kill)
+        return server
 
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="kv-durability-", dir=BASE)
@@ -190,7 +178,7 @@ class DurabilityTest(unittest.TestCase):
                 for i, v in zip(chunk, r.mget(["key:%d" % i for i in chunk])):
                     self.assertIn(v, (None, value_of(i, 1).encode()))
         finally:
-            self.assertEqual(server.stop(), 0)
+            server.stop_ok()
 
     def test_graceful_restarts_keep_everything_with_everysec(self):
         server = Server(self.dir)  # default: --fsync everysec
@@ -217,7 +205,7 @@ class DurabilityTest(unittest.TestCase):
             mc.set("mc-key", b"from memcache", expire=0, noreply=False)
             expected["mc-key"] = b"from memcache"
         finally:
-            self.assertEqual(server.stop(), 0)  # SIGTERM flushes and closes the logs
+            server.stop_ok()  # SIGTERM flushes and closes the logs
         time.sleep(0.4)  # ttl-short expires while down
         # A different shard count: the keys move to their new owners.
         for smp, how in ((1, "shutdown"), (2, "sigterm")):
@@ -241,7 +229,7 @@ class DurabilityTest(unittest.TestCase):
                     self.assertEqual(server.proc.wait(timeout=WAIT), 0)
             finally:
                 if how == "sigterm":
-                    self.assertEqual(server.stop(), 0)
+                    server.stop_ok()
                 server.kill()
         server = Server(self.dir)
         try:
@@ -256,7 +244,7 @@ class DurabilityTest(unittest.TestCase):
             r.set("after-rewrite", "z")
             expected["after-rewrite"] = b"z"
         finally:
-            self.assertEqual(server.stop(), 0)
+            server.stop_ok()
         server = Server(self.dir)
         try:
             r = server.redis()
@@ -264,7 +252,7 @@ class DurabilityTest(unittest.TestCase):
             self.assertEqual(r.dbsize(), len(keys))
             self.assertEqual(r.mget(keys), [expected[k] for k in keys])
         finally:
-            self.assertEqual(server.stop(), 0)
+            server.stop_ok()
 
     def test_corrupt_log_refuses_to_start_unless_repaired(self):
         server = Server(self.dir, "--fsync", "always", smp=1)
@@ -273,7 +261,7 @@ class DurabilityTest(unittest.TestCase):
             for i in range(2000):
                 r.set("c%d" % i, "value-%d" % i)
         finally:
-            self.assertEqual(server.stop(), 0)
+            server.stop_ok()
         path = os.path.join(self.dir, "shard-0", "log")
         with open(path, "r+b") as f:
             data = f.read()
@@ -293,131 +281,138 @@ class DurabilityTest(unittest.TestCase):
             self.assertIsNone(r.get("c1000"))
             self.assertEqual(r.dbsize(), 1000)
         finally:
-            self.assertEqual(server.stop(), 0)
+            server.stop_ok()
 
     def test_disk_full_refuses_writes_and_recovers(self):
         mnt = self.mount_small_tmpfs()
-        server = None
-        try:
-            data = os.path.join(mnt, "data")
-            server = Server(data, "--fsync", "always", smp=1)
-            filler = os.path.join(mnt, "filler")
-            free = shutil.disk_usage(mnt).free
-            with open(filler, "wb") as f:
-                f.write(b"\0" * (free - (4 << 20)))
-            mc = server.memcache()
-            r = server.redis()
-            value = b"d" * 4000
-            acked, refused = [], 0
-            for i in range(5000):
-                try:
-                    mc.set("full%d" % i, value, noreply=False)
-                    acked.append(i)
-                except Exception as e:  # pymemcache raises MemcacheServerError
-                    self.assertIn("out of disk", str(e))
-                    refused += 1
-                    if refused >= 3:
-                        break
-            self.assertGreater(refused, 0, "the disk never filled up")
-            with self.assertRaises(redis.exceptions.ResponseError) as cm:
-                r.set("resp-key", "x")
-            self.assertIn("disk", str(cm.exception))
-            # Every write that would be logged is refused with an error, not
-            # answered as if it did nothing: DEL (not 0), MSETNX (not 0),
-            # GETEX with an expiry option.
-            victim = "full%d" % acked[0]
-            for name, call in (("DEL", lambda: r.delete(victim)),
-                               ("DEL missing", lambda: r.delete("never-set")),
-                               ("MSETNX", lambda: r.msetnx({"nx-a": "1", "nx-b": "2"})),
-                               ("GETEX EX", lambda: r.getex(victim, ex=100)),
-                               ("GETEX PERSIST", lambda: r.getex(victim, persist=True)),
-                               ("FLUSHALL", lambda: r.flushall())):
-                with self.assertRaises(redis.exceptions.ResponseError, msg=name) as cm:
-                    call()
-                self.assertIn("disk", str(cm.exception), name)
-            with self.assertRaises(Exception) as cm:  # pymemcache's MemcacheServerError
-                mc.flush_all(noreply=False)
-            self.assertIn("out of disk", str(cm.exception))
-            self.assertEqual(r.ttl(victim), -1)  # GETEX EX changed nothing
-            self.assertIsNone(r.get("nx-a"))
-            # Reads keep working, GETEX without options among them.
-            self.assertEqual(r.getex(victim), value)
-            self.assertEqual(mc.get(victim), value)
-            self.assertEqual(r.get("full%d" % acked[-1]), value)
-            os.unlink(filler)
-            deadline = time.monotonic() + WAIT
-            while True:
-                try:
-                    r.set("resp-key", "back")
+        data = os.path.join(mnt, "data")
+        server = self.start_server(data, "--fsync", "always", smp=1)
+        filler = os.path.join(mnt, "filler")
+        free = shutil.disk_usage(mnt).free
+        with open(filler, "wb") as f:
+            f.write(b"\0" * (free - (4 << 20)))
+        mc = server.memcache()
+        r = server.redis()
+        value = b"d" * 4000
+        acked, refused = [], 0
+        for i in range(5000):
+            try:
+                mc.set("full%d" % i, value, noreply=False)
+                acked.append(i)
+            except Exception as e:  # pymemcache raises MemcacheServerError
+                self.assertIn("out of disk", str(e))
+                refused += 1
+                if refused >= 3:
                     break
-                except redis.exceptions.ResponseError:
-                    self.assertLess(time.monotonic(), deadline, "writes never came back")
-                    time.sleep(0.1)
-            mc.set("after-full", b"ok", noreply=False)
-            self.assertEqual(server.stop(), 0)
-            server = Server(data, "--fsync", "always", smp=1)
-            r = server.redis()
-            for i in acked:
-                self.assertEqual(r.get("full%d" % i), value)
-            self.assertEqual(r.get("resp-key"), b"back")
-            self.assertEqual(r.get("after-full"), b"ok")
-            self.assertEqual(server.stop(), 0)
-            server = None
-        finally:
-            if server:
-                server.kill()
-            unmount(mnt)
+        self.assertGreater(refused, 0, "the disk never filled up")
+        with self.assertRaises(redis.exceptions.ResponseError) as cm:
+            r.set("resp-key", "x")
+        self.assertIn("disk", str(cm.exception))
+        # Every write that would be logged is refused with an error, not
+        # answered as if it did nothing: DEL (not 0), MSETNX (not 0),
+        # GETEX with an expiry option.
+        victim = "full%d" % acked[0]
+        for name, call in (("DEL", lambda: r.delete(victim)),
+                           ("DEL missing", lambda: r.delete("never-set")),
+                           ("MSETNX", lambda: r.msetnx({"nx-a": "1", "nx-b": "2"})),
+                           ("GETEX EX", lambda: r.getex(victim, ex=100)),
+                           ("GETEX PERSIST", lambda: r.getex(victim, persist=True)),
+                           ("FLUSHALL", lambda: r.flushall())):
+            with self.assertRaises(redis.exceptions.ResponseError, msg=name) as cm:
+                call()
+            self.assertIn("disk", str(cm.exception), name)
+        with self.assertRaises(Exception) as cm:  # pymemcache's MemcacheServerError
+            mc.flush_all(noreply=False)
+        self.assertIn("out of disk", str(cm.exception))
+        # memcached gat/gats log a touch: refused as a whole (no VALUE line,
+        # the expiry unchanged, missing keys alike); the get after it is answered.
+        for request in (b"gat 100 %s\r\n", b"gats 100 %s never-set\r\n", b"gat -1 %s\r\n"):
+            self.assertEqual(memcache_exchange(server.mport, request % victim.encode()),
+                             b"SERVER_ERROR out of disk\r\n", request)
+        self.assertEqual(memcache_exchange(server.mport, b"gat 0 never-set\r\n"),
+                         b"SERVER_ERROR out of disk\r\n")
+        self.assertEqual(memcache_exchange(server.mport, b"gat 100 %s\r\nget %s\r\n" %
+                                           (victim.encode(), victim.encode()), replies=2),
+                         b"SERVER_ERROR out of disk\r\nVALUE %s 0 4000\r\n%s\r\nEND\r\n" %
+                         (victim.encode(), value))
+        self.assertEqual(r.ttl(victim), -1)  # neither GETEX EX nor gat changed it
+        self.assertIsNone(r.get("nx-a"))
+        # Reads keep working, GETEX without options among them.
+        self.assertEqual(r.getex(victim), value)
+        self.assertEqual(mc.get(victim), value)
+        self.assertEqual(r.get("full%d" % acked[-1]), value)
+        os.unlink(filler)
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                r.set("resp-key", "back")
+                break
+            except redis.exceptions.ResponseError:
+                self.assertLess(time.monotonic(), deadline, "writes never came back")
+                time.sleep(0.1)
+        mc.set("after-full", b"ok", noreply=False)
+        self.assertEqual(memcache_exchange(server.mport, b"gat 100 %s\r\n" % victim.encode()),
+                         b"VALUE %s 0 4000\r\n%s\r\nEND\r\n" % (victim.encode(), value))
+        self.assertTrue(0 < r.ttl(victim) <= 100)
+        server.stop_ok()
+        server = self.start_server(data, "--fsync", "always", smp=1)
+        r = server.redis()
+        for i in acked:
+            self.assertEqual(r.get("full%d" % i), value)
+        self.assertEqual(r.get("resp-key"), b"back")
+        self.assertEqual(r.get("after-full"), b"ok")
+        server.stop_ok()
 
     def test_disk_full_on_two_shards_refuses_multi_shard_writes(self):
         # MSETNX and DEL over keys of both shards take another path (a
-        # cross-shard check, steps combined on the connection's shard).
+        # cross-shard check, steps combined on the connection's shard), and
+        # so does a memcached gat of many keys (replies merged, batches).
         mnt = self.mount_small_tmpfs()
-        server = None
-        try:
-            server = Server(os.path.join(mnt, "data"), "--fsync", "always", smp=2)
-            r = server.redis()
-            for i in range(200):  # keys on both shards, before the disk fills
-                r.set("two%d" % i, "v")
-            filler = os.path.join(mnt, "filler")
-            with open(filler, "wb") as f:
-                f.write(b"\0" * (shutil.disk_usage(mnt).free - (4 << 20)))
-            # Until both shards refuse: 30 refusals in a row (random keys).
-            value, in_a_row = b"d" * 4000, 0
-            for i in range(20000):
-                try:
-                    r.set("fill%d" % i, value)
-                    in_a_row = 0
-                except redis.exceptions.ResponseError as e:
-                    self.assertIn("disk", str(e))
-                    in_a_row += 1
-                    if in_a_row >= 30:
-                        break
-            self.assertGreaterEqual(in_a_row, 30, "the disk never filled up on both shards")
-            keys = ["two%d" % i for i in range(200)]
-            for name, call in (("DEL", lambda: r.delete(*keys)),
-                               ("UNLINK", lambda: r.unlink(*keys)),
-                               ("MSETNX", lambda: r.msetnx({"new%d" % i: "x" for i in range(20)}))):
-                with self.assertRaises(redis.exceptions.ResponseError, msg=name) as cm:
-                    call()
-                self.assertIn("disk", str(cm.exception), name)
-            self.assertEqual(r.mget(keys), [b"v"] * 200)
-            self.assertEqual(r.exists(*["new%d" % i for i in range(20)]), 0)
-            os.unlink(filler)
-            deadline = time.monotonic() + WAIT
-            while True:
-                try:
-                    self.assertTrue(r.msetnx({"new%d" % i: "x" for i in range(20)}))
+        server = self.start_server(os.path.join(mnt, "data"), "--fsync", "always", smp=2)
+        r = server.redis()
+        for i in range(200):  # keys on both shards, before the disk fills
+            r.set("two%d" % i, "v")
+        filler = os.path.join(mnt, "filler")
+        with open(filler, "wb") as f:
+            f.write(b"\0" * (shutil.disk_usage(mnt).free - (4 << 20)))
+        # Until both shards refuse: 30 refusals in a row (random keys).
+        value, in_a_row = b"d" * 4000, 0
+        for i in range(20000):
+            try:
+                r.set("fill%d" % i, value)
+                in_a_row = 0
+            except redis.exceptions.ResponseError as e:
+                self.assertIn("disk", str(e))
+                in_a_row += 1
+                if in_a_row >= 30:
                     break
-                except redis.exceptions.ResponseError:
-                    self.assertLess(time.monotonic(), deadline, "writes never came back")
-                    time.sleep(0.1)
-            self.assertEqual(r.delete(*keys), 200)
-            self.assertEqual(server.stop(), 0)
-            server = None
-        finally:
-            if server:
-                server.kill()
-            unmount(mnt)
+        self.assertGreaterEqual(in_a_row, 30, "the disk never filled up on both shards")
+        keys = ["two%d" % i for i in range(200)]
+        for name, call in (("DEL", lambda: r.delete(*keys)),
+                           ("UNLINK", lambda: r.unlink(*keys)),
+                           ("MSETNX", lambda: r.msetnx({"new%d" % i: "x" for i in range(20)}))):
+            with self.assertRaises(redis.exceptions.ResponseError, msg=name) as cm:
+                call()
+            self.assertIn("disk", str(cm.exception), name)
+        # A gat of keys of both shards cut in two batches (300 keys, 100
+        # missing): one SERVER_ERROR for the whole command, nothing touched.
+        gat = "gat 100 %s\r\nget two0\r\n" % " ".join(keys + ["none%d" % i for i in range(100)])
+        self.assertEqual(memcache_exchange(server.mport, gat.encode(), replies=2),
+                         b"SERVER_ERROR out of disk\r\nVALUE two0 0 1\r\nv\r\nEND\r\n")
+        self.assertEqual({r.ttl(k) for k in keys}, {-1})
+        self.assertEqual(r.mget(keys), [b"v"] * 200)
+        self.assertEqual(r.exists(*["new%d" % i for i in range(20)]), 0)
+        os.unlink(filler)
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                self.assertTrue(r.msetnx({"new%d" % i: "x" for i in range(20)}))
+                break
+            except redis.exceptions.ResponseError:
+                self.assertLess(time.monotonic(), deadline, "writes never came back")
+                time.sleep(0.1)
+        self.assertEqual(r.delete(*keys), 200)
+        server.stop_ok()
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ usage: kv_redis_test.py PATH/TO/kv
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -20,66 +19,21 @@ import threading
 import time
 import unittest
 
-try:
-    import redis
-    from pymemcache.client.base import Client as MemcacheClient
-except ImportError:
-    # Debian's python3 has python3-redis and python3-pymemcache; a version
-    # manager's python3 first on PATH may not.
-    if sys.executable != "/usr/bin/python3" and os.path.exists("/usr/bin/python3"):
-        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
-    raise
+import testlib
+from testlib import free_port
+
+testlib.require_modules("redis", "pymemcache.client.base")  # or runs /usr/bin/python3
+import redis
+from pymemcache.client.base import Client as MemcacheClient
 
 KV = None
 WAIT = 10.0  # seconds: generous bound for anything to arrive (not a timing assertion)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port, proc, what):
-    deadline = time.monotonic() + WAIT
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("%s did not start on port %d" % (what, port))
-            time.sleep(0.05)
-
-
-class Process:
-    """A server process, stopped with SIGTERM; its stderr goes to a file."""
-
-    def __init__(self, argv, port, what):
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.port = port
-        try:
-            wait_for_port(port, self.proc, what)
-        except Exception:
-            self.proc.kill()  # never leave a server behind
-            self.proc.wait()
-            raise
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=WAIT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
-
-
 def start_kv(*extra):
     rport, mport = free_port(), free_port()
     argv = [KV, "--smp", "2", "--redis-port", str(rport), "--memcache-port", str(mport), *extra]
-    p = Process(argv, rport, "kv")
+    p = testlib.Server(argv, ports=[rport], timeout=WAIT)
     p.memcache_port = mport
     return p
 
@@ -173,8 +127,7 @@ class KvRedisTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.r.close()
-        code = cls.kv.stop()
-        assert code == 0, "kv exited with %s" % code
+        cls.kv.stop_ok()
 
     def setUp(self):
         self.r.flushall()
@@ -540,7 +493,7 @@ class KvRedisAuthTest(unittest.TestCase):
             self.assertEqual(out, b"-ERR Protocol error: unauthenticated multibulk length\r\n")
             self.assertTrue(closed)
         finally:
-            self.assertEqual(kv.stop(), 0)
+            kv.stop_ok()
 
 
 # Command scripts whose replies must match a real redis-server byte for byte.
@@ -619,13 +572,13 @@ class KvRedisDifferentialTest(unittest.TestCase):
     def setUpClass(cls):
         cls.kv = start_kv()
         port = free_port()
-        cls.redis = Process(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], port, "redis-server")
+        cls.redis = testlib.Server(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                    "--appendonly", "no"], ports=[port], timeout=WAIT)
 
     @classmethod
     def tearDownClass(cls):
         cls.redis.stop()
-        assert cls.kv.stop() == 0
+        cls.kv.stop_ok()
 
     def test_command_scripts(self):
         for i, script in enumerate(DIFF_SCRIPTS):

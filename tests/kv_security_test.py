@@ -4,23 +4,16 @@ unless told otherwise, and kv warns (one line at start) when it listens on
 another address with no password guarding it.
 usage: kv_security_test.py PATH/TO/kv PATH/TO/echo PATH/TO/skeleton
 """
-import signal
 import socket
-import subprocess
 import sys
-import tempfile
-import time
 import unittest
+
+import testlib
+from testlib import free_port
 
 KV = ECHO = SKELETON = None
 WAIT = 10.0  # seconds: generous bound for a start-up (not a timing assertion)
 WARNING = "non-loopback address"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def non_loopback_ipv4():
@@ -42,74 +35,42 @@ def can_connect(host, port):
         return False
 
 
-class Server:
-    """A server process started with `argv`; its output is kept in a file."""
-
-    def __init__(self, argv, port):
-        self.log = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + WAIT
-        try:
-            while not can_connect("127.0.0.1", port):
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("%s did not start on port %d" % (argv[0], port))
-                time.sleep(0.05)
-        except Exception as e:
-            raise RuntimeError("%s\n%s" % (e, self.stop())) from None
-
-    def output(self):
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self):
-        """Returns the output. A server still running must exit 0 on SIGTERM
-        (in the sanitized build a leak or undefined behaviour changes that)."""
-        running = self.proc.poll() is None
-        if running:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=WAIT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        out = self.output()
-        self.log.close()
-        if running and self.proc.returncode != 0:
-            raise AssertionError("%s exited with %s after SIGTERM:\n%s"
-                                 % (self.proc.args[0], self.proc.returncode, out))
-        return out
+def start_server(argv, port):
+    """A server started with `argv`, ready on `port`; its stdout and stderr
+    are kept in a file, which stop_ok() returns."""
+    return testlib.Server(argv, ports=[port], timeout=WAIT, merge_stdout=True)
 
 
 def start_kv(*extra):
     rport, mport = free_port(), free_port()
-    return Server([KV, "--smp", "1", "--redis-port", str(rport), "--memcache-port", str(mport)]
-                  + list(extra), rport), rport, mport
+    return start_server([KV, "--smp", "1", "--redis-port", str(rport), "--memcache-port", str(mport)]
+                        + list(extra), rport), rport, mport
 
 
 class security_defaults(unittest.TestCase):
     def test_kv_warns_when_exposed_without_password(self):
         kv, _, _ = start_kv("--address", "0.0.0.0")
-        out = kv.stop()
+        out = kv.stop_ok()
         lines = [l for l in out.splitlines() if WARNING in l]
         self.assertEqual(len(lines), 1, out)
         self.assertIn("--requirepass", lines[0])
 
     def test_kv_warns_about_memcache_even_with_a_password(self):
         kv, _, _ = start_kv("--address", "0.0.0.0", "--requirepass", "secret")
-        out = kv.stop()
+        out = kv.stop_ok()
         lines = [l for l in out.splitlines() if WARNING in l]
         self.assertEqual(len(lines), 1, out)
         self.assertIn("memcache protocol has no authentication", lines[0])
 
     def test_kv_quiet_when_guarded_or_local(self):
         rport = free_port()
-        kv = Server([KV, "--smp", "1", "--address", "0.0.0.0", "--memcache-port", "0",
-                     "--redis-port", str(rport), "--requirepass", "secret"], rport)
-        out = kv.stop()
+        kv = start_server([KV, "--smp", "1", "--address", "0.0.0.0", "--memcache-port", "0",
+                           "--redis-port", str(rport), "--requirepass", "secret"], rport)
+        out = kv.stop_ok()
         self.assertNotIn(WARNING, out)
         for address in ("127.0.0.1", "localhost"):
             kv, _, _ = start_kv("--address", address)
-            out = kv.stop()
+            out = kv.stop_ok()
             self.assertNotIn(WARNING, out, address)
 
     def test_default_address_is_loopback(self):
@@ -122,15 +83,15 @@ class security_defaults(unittest.TestCase):
             self.assertFalse(can_connect(other, rport), "kv's RESP port is reachable on " + other)
             self.assertFalse(can_connect(other, mport), "kv's memcache port is reachable on " + other)
         finally:
-            out = kv.stop()
+            out = kv.stop_ok()
         self.assertNotIn(WARNING, out)
         for exe, flag in ((ECHO, "--port"), (SKELETON, "--port")):
             port = free_port()
-            srv = Server([exe, "--smp", "1", flag, str(port)], port)
+            srv = start_server([exe, "--smp", "1", flag, str(port)], port)
             try:
                 self.assertFalse(can_connect(other, port), exe + " is reachable on " + other)
             finally:
-                srv.stop()
+                srv.stop_ok()
 
 
 if __name__ == "__main__":
