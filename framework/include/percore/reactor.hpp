@@ -126,7 +126,8 @@ public:
     void jump(detail::fiber_base* from, detail::fiber_base* to);
     // The current fiber gives up the CPU: to the next ready fiber, or to the
     // reactor when none is ready or the task quota is spent.
-    void switch_out(detail::fiber_base* from);
+    // Inlined into the fiber module's suspension points (fiber.cpp).
+    inline void switch_out(detail::fiber_base* from);
     static void fiber_entry(boost::context::detail::transfer_t t);
     detail::fiber_base* current() const noexcept { return current_; }
     // The scheduler's choice of what runs next from inside a fiber (nullptr:
@@ -134,7 +135,7 @@ public:
     // running queue goes on until empty or preempted; only then are queues
     // compared (switch_queue).
     detail::fiber_base* pick_next_fiber() noexcept {
-        if (need_preempt()) return nullptr;
+        if (need_preempt()) [[unlikely]] return nullptr;
         if (!urgent_) {
             if (auto* f = running_queue_->pop()) return f;
         }
@@ -153,6 +154,8 @@ private:
     bool fire_expired_timers();
     void sleep_until_work();
 
+    // jump()'s body, inlined into the fiber module's hot path (fiber.cpp).
+    inline void switch_to(detail::fiber_base* from, detail::fiber_base* to);
     // Frees a fiber that ended, once the switch has left its stack.
     void destroy_finished(detail::fiber_base* fiber) noexcept;
     void unlink_live(detail::fiber_base* fiber) noexcept;
