@@ -26,8 +26,9 @@ static void fiber_switch(benchmark::State& state) {
     partner.get();
     // Every iteration is two switches: to the partner and back.
     state.SetItemsProcessed(state.iterations() * 2);
-    state.counters["ns_per_switch"] = benchmark::Counter(
-        static_cast<double>(state.iterations() * 2), benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+    state.counters["ns_per_switch"] =
+        benchmark::Counter(static_cast<double>(state.iterations() * 2),
+                           benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
     benchmark::DoNotOptimize(switches);
 }
 BENCHMARK(fiber_switch);
@@ -55,7 +56,11 @@ static void timer_arm_cancel_with(benchmark::State& state, bool earliest) {
         t.cancel();
     }
 }
-static void timer_arm_cancel(benchmark::State& state) { timer_arm_cancel_with(state, false); }
-static void timer_arm_cancel_earliest(benchmark::State& state) { timer_arm_cancel_with(state, true); }
+static void timer_arm_cancel(benchmark::State& state) {
+    timer_arm_cancel_with(state, false);
+}
+static void timer_arm_cancel_earliest(benchmark::State& state) {
+    timer_arm_cancel_with(state, true);
+}
 BENCHMARK(timer_arm_cancel);
 BENCHMARK(timer_arm_cancel_earliest);

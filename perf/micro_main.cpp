@@ -40,7 +40,8 @@ int main(int argc, char** argv) {
         std::swap(cpus[0], cpus[1]);
     }
     unsigned shards = cpus.size() >= 2 ? 2 : 1;
-    if (const char* env = std::getenv("PERCORE_MICRO_SHARDS")) shards = static_cast<unsigned>(std::atoi(env));
+    if (const char* env = std::getenv("PERCORE_MICRO_SHARDS"))
+        shards = static_cast<unsigned>(std::atoi(env));
 
     percore::runtime_config config;
     config.smp = shards;

@@ -29,16 +29,19 @@ struct process_result {
 };
 
 class child_process {
-public:
+  public:
     explicit child_process(const std::vector<std::string>& argv) {
         static int counter = 0;
-        std::string base = "/tmp/percore-test-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
+        std::string base =
+            "/tmp/percore-test-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
         out_path_ = base + ".out";
         err_path_ = base + ".err";
         posix_spawn_file_actions_t actions;
         posix_spawn_file_actions_init(&actions);
-        posix_spawn_file_actions_addopen(&actions, 1, out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        posix_spawn_file_actions_addopen(&actions, 2, err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        posix_spawn_file_actions_addopen(&actions, 1, out_path_.c_str(),
+                                         O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        posix_spawn_file_actions_addopen(&actions, 2, err_path_.c_str(),
+                                         O_WRONLY | O_CREAT | O_TRUNC, 0600);
         std::vector<char*> args;
         for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
         args.push_back(nullptr);
@@ -91,7 +94,7 @@ public:
         return result;
     }
 
-private:
+  private:
     static std::string slurp(const std::string& path) {
         std::ifstream in(path);
         std::stringstream ss;
@@ -113,7 +116,9 @@ inline process_result run_process(const std::vector<std::string>& argv,
 // A binary built by meson, passed to the test through the environment.
 inline std::string built_binary(const char* variable) {
     const char* path = std::getenv(variable);
-    if (!path) throw std::runtime_error(std::string("environment variable ") + variable + " not set (run through meson test)");
+    if (!path)
+        throw std::runtime_error(std::string("environment variable ") + variable +
+                                 " not set (run through meson test)");
     return path;
 }
 

@@ -20,6 +20,8 @@ inline int run_in_shards(unsigned smp, std::function<void()> body,
     });
 }
 
-inline int run_in_reactor(std::function<void()> body) { return run_in_shards(1, std::move(body)); }
+inline int run_in_reactor(std::function<void()> body) {
+    return run_in_shards(1, std::move(body));
+}
 
 }  // namespace percore::testing

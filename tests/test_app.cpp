@@ -15,7 +15,9 @@ using namespace percore::testing;
 
 namespace {
 
-std::string probe() { return built_binary("APP_PROBE"); }
+std::string probe() {
+    return built_binary("APP_PROBE");
+}
 
 unsigned allowed_cpu_count() {
     cpu_set_t set;
@@ -38,7 +40,8 @@ void require_clear_failure(const process_result& r, const std::string& needle) {
 TEST_CASE("--help prints the shell's and the app's options and exits 0") {
     auto r = run_process({probe(), "--help"});
     REQUIRE(r.exit_code == 0);
-    for (auto opt : {"--smp", "--cpuset", "--overprovisioned", "--ring-depth", "--task-quota-us", "--log-level", "--wait"}) {
+    for (auto opt : {"--smp", "--cpuset", "--overprovisioned", "--ring-depth", "--task-quota-us",
+                     "--log-level", "--wait"}) {
         REQUIRE(r.out.find(opt) != std::string::npos);
     }
 }
@@ -78,8 +81,9 @@ TEST_CASE("a CPU that is offline or outside the affinity mask is refused") {
     require_clear_failure(run_process({probe(), "--cpuset", "1000"}), "not online");
     if (allowed_cpu_count() >= 2) {
         // taskset narrows the child's affinity to CPU 0, then we ask for CPU 1.
-        require_clear_failure(run_process({"/usr/bin/taskset", "-c", "0", probe(), "--cpuset", "1"}),
-                              "outside this process's CPU affinity");
+        require_clear_failure(
+            run_process({"/usr/bin/taskset", "-c", "0", probe(), "--cpuset", "1"}),
+            "outside this process's CPU affinity");
     }
 }
 

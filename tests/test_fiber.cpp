@@ -110,7 +110,8 @@ void require_maybe_yield_lets_another_run() {
 TEST_CASE("maybe_yield lets other fibers run once the task quota is spent") {
     reactor_config config;
     config.task_quota = std::chrono::microseconds(200);
-    percore::testing::run_in_shards(1, [] { require_maybe_yield_lets_another_run(); }, config);
+    percore::testing::run_in_shards(
+        1, [] { require_maybe_yield_lets_another_run(); }, config);
 }
 
 // The first turn after a sleep arms no alarm and checks the quota by clock:
@@ -118,18 +119,24 @@ TEST_CASE("maybe_yield lets other fibers run once the task quota is spent") {
 TEST_CASE("maybe_yield preempts in the first turn after the shard slept") {
     reactor_config config;
     config.task_quota = std::chrono::microseconds(200);
-    percore::testing::run_in_shards(1, [] {
-        for (int round = 0; round < 3; ++round) {
-            sleep_for(std::chrono::milliseconds(2));  // the shard sleeps in the ring
-            REQUIRE(reactor::local().stats().sleeps > 0);
-            require_maybe_yield_lets_another_run();
-        }
-    }, config);
+    percore::testing::run_in_shards(
+        1,
+        [] {
+            for (int round = 0; round < 3; ++round) {
+                sleep_for(std::chrono::milliseconds(2));  // the shard sleeps in the ring
+                REQUIRE(reactor::local().stats().sleeps > 0);
+                require_maybe_yield_lets_another_run();
+            }
+        },
+        config);
 }
 
 TEST_CASE("a dropped future's exception is logged, not lost, and does not crash") {
     run_in_reactor([] {
-        { spawn({.name = "careless"}, []() -> void { throw std::runtime_error("nobody listens"); }); }
+        {
+            spawn({.name = "careless"},
+                  []() -> void { throw std::runtime_error("nobody listens"); });
+        }
         yield();
         yield();
         SUCCEED();
@@ -165,7 +172,8 @@ TEST_CASE("a fiber looping on yield() does not starve I/O completions or timers"
         char byte = 0;
         bool read_done = false;
         auto reader = spawn([&] {
-            int n = submit_io([&](io_uring_sqe* sqe) { io_uring_prep_read(sqe, fds[0], &byte, 1, 0); });
+            int n =
+                submit_io([&](io_uring_sqe* sqe) { io_uring_prep_read(sqe, fds[0], &byte, 1, 0); });
             read_done = n == 1;
         });
         bool timer_done = false;
@@ -195,7 +203,9 @@ TEST_CASE("two fibers yielding to each other do not starve I/O either") {
         char byte = 0;
         bool read_done = false;
         auto reader = spawn([&] {
-            read_done = submit_io([&](io_uring_sqe* sqe) { io_uring_prep_read(sqe, fds[0], &byte, 1, 0); }) == 1;
+            read_done = submit_io([&](io_uring_sqe* sqe) {
+                            io_uring_prep_read(sqe, fds[0], &byte, 1, 0);
+                        }) == 1;
         });
         yield();
         REQUIRE(::write(fds[1], "x", 1) == 1);

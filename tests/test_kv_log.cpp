@@ -25,8 +25,8 @@
 #include "persistence.hpp"
 #include "persistence_setup.hpp"
 #include "shards.hpp"
-#include "temp_dir.hpp"
 #include "store.hpp"
+#include "temp_dir.hpp"
 
 using namespace percore;
 using namespace percore::kv;

@@ -52,11 +52,14 @@ TEST_CASE("a fiber suspends on io_uring I/O while others run") {
         pipe_fds p;
         char buffer[16] = {};
         auto reader = spawn([&] {
-            return submit_io([&](io_uring_sqe* sqe) { io_uring_prep_read(sqe, p.read_end, buffer, sizeof(buffer), 0); });
+            return submit_io([&](io_uring_sqe* sqe) {
+                io_uring_prep_read(sqe, p.read_end, buffer, sizeof(buffer), 0);
+            });
         });
         yield();
         REQUIRE_FALSE(reader.available());
-        int w = submit_io([&](io_uring_sqe* sqe) { io_uring_prep_write(sqe, p.write_end, "hello", 5, 0); });
+        int w = submit_io(
+            [&](io_uring_sqe* sqe) { io_uring_prep_write(sqe, p.write_end, "hello", 5, 0); });
         REQUIRE(w == 5);
         REQUIRE(reader.get() == 5);
         REQUIRE(std::memcmp(buffer, "hello", 5) == 0);
@@ -67,7 +70,8 @@ TEST_CASE("a fiber suspends on io_uring I/O while others run") {
 TEST_CASE("I/O errors come back as -errno") {
     run_in_reactor([] {
         char buffer[4];
-        int r = submit_io([&](io_uring_sqe* sqe) { io_uring_prep_read(sqe, 12345, buffer, sizeof(buffer), 0); });
+        int r = submit_io(
+            [&](io_uring_sqe* sqe) { io_uring_prep_read(sqe, 12345, buffer, sizeof(buffer), 0); });
         REQUIRE(r == -EBADF);
         REQUIRE_THROWS_AS(throw_if_error(r, "read"), io_error);
     });
@@ -78,8 +82,11 @@ TEST_CASE("an I/O deadline cancels the operation with -ETIME") {
         pipe_fds p;
         char buffer[4];
         auto start = clock::now();
-        int r = submit_io([&](io_uring_sqe* sqe) { io_uring_prep_read(sqe, p.read_end, buffer, sizeof(buffer), 0); },
-                          clock::now() + std::chrono::milliseconds(5));
+        int r = submit_io(
+            [&](io_uring_sqe* sqe) {
+                io_uring_prep_read(sqe, p.read_end, buffer, sizeof(buffer), 0);
+            },
+            clock::now() + std::chrono::milliseconds(5));
         REQUIRE(r == -ETIME);
         REQUIRE(clock::now() - start >= std::chrono::milliseconds(5));
     });
@@ -90,7 +97,9 @@ TEST_CASE("cancel_io_on_fd wakes the fiber waiting on that fd") {
         pipe_fds p;
         char buffer[4];
         auto reader = spawn([&] {
-            return submit_io([&](io_uring_sqe* sqe) { io_uring_prep_read(sqe, p.read_end, buffer, sizeof(buffer), 0); });
+            return submit_io([&](io_uring_sqe* sqe) {
+                io_uring_prep_read(sqe, p.read_end, buffer, sizeof(buffer), 0);
+            });
         });
         sleep_for(std::chrono::milliseconds(1));
         cancel_io_on_fd(p.read_end);
@@ -108,7 +117,9 @@ TEST_CASE("shutdown cancels I/O that fibers still wait on") {
         for (int i = 0; i < 4; ++i) {
             spawn([] {
                 char buffer[4];
-                int r = submit_io([&](io_uring_sqe* sqe) { io_uring_prep_read(sqe, p->read_end, buffer, sizeof(buffer), 0); });
+                int r = submit_io([&](io_uring_sqe* sqe) {
+                    io_uring_prep_read(sqe, p->read_end, buffer, sizeof(buffer), 0);
+                });
                 if (r == -ECANCELED || r == -EINTR) ++results;
             });
         }
@@ -126,13 +137,15 @@ TEST_CASE("a sleeping shard is woken from another thread") {
         auto turns = other.stats().loop_turns;  // racy read of a counter: only compared
         other.wake();
         auto deadline = clock::now() + std::chrono::seconds(5);
-        while (other.stats().loop_turns == turns && clock::now() < deadline) sleep_for(std::chrono::milliseconds(1));
+        while (other.stats().loop_turns == turns && clock::now() < deadline)
+            sleep_for(std::chrono::milliseconds(1));
         REQUIRE(other.stats().loop_turns > turns);
     });
 }
 
 TEST_CASE("an exception from the main fiber is rethrown by run_shards") {
-    REQUIRE_THROWS_WITH(run_in_shards(2, [] { throw std::runtime_error("main failed"); }), "main failed");
+    REQUIRE_THROWS_WITH(run_in_shards(2, [] { throw std::runtime_error("main failed"); }),
+                        "main failed");
 }
 
 TEST_CASE("a ring depth the kernel refuses is a config_error, not a crash") {

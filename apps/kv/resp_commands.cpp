@@ -78,8 +78,14 @@ bool parse_set_expiry(std::string_view arg, bool seconds, bool relative, std::st
 // Keyed commands and steps that change the store (refused when the log's disk is full).
 bool resp_command_writes(resp_cmd cmd) noexcept {
     switch (cmd) {
-        case C::get: case C::strlen: case C::getrange: case C::ttl: case C::pttl: case C::type:
-        case C::step_mget: case C::step_exists:
+        case C::get:
+        case C::strlen:
+        case C::getrange:
+        case C::ttl:
+        case C::pttl:
+        case C::type:
+        case C::step_mget:
+        case C::step_exists:
             return false;
         default:
             return true;

@@ -457,7 +457,8 @@ void run_keyspace_command(resp_shared& shared, resp_cmd cmd, argv_t argv, std::s
         case resp_cmd::info:
             return cmd_info(shared, argv, w);
         case resp_cmd::bgrewriteaof:  // compacts every shard's log (persistence_setup.hpp)
-            if (!shared.database->local().log()) return w.error("ERR no --data-dir: no log to rewrite");
+            if (!shared.database->local().log())
+                return w.error("ERR no --data-dir: no log to rewrite");
             if (start_log_rewrites(*shared.database) == 0)
                 return w.error("ERR Background append only file rewriting already in progress");
             return w.simple("Background append only file rewriting started");

@@ -27,7 +27,8 @@ inline void asan_start_switch(void** fake_stack_save, const void* bottom, std::s
 #endif
 }
 
-inline void asan_finish_switch(void* fake_stack_save, const void** bottom_old, std::size_t* size_old) {
+inline void asan_finish_switch(void* fake_stack_save, const void** bottom_old,
+                               std::size_t* size_old) {
 #ifdef PERCORE_ASAN
     __sanitizer_finish_switch_fiber(fake_stack_save, bottom_old, size_old);
 #else

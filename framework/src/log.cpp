@@ -15,8 +15,9 @@ namespace {
 
 // %* in the pattern: "shard N" on a reactor thread, "main" elsewhere.
 class shard_flag final : public spdlog::custom_flag_formatter {
-public:
-    void format(const spdlog::details::log_msg&, const std::tm&, spdlog::memory_buf_t& dest) override {
+  public:
+    void format(const spdlog::details::log_msg&, const std::tm&,
+                spdlog::memory_buf_t& dest) override {
         auto* r = reactor::local_or_null();
         std::string text = r ? "shard " + std::to_string(r->shard_id()) : std::string("main");
         dest.append(text.data(), text.data() + text.size());
@@ -27,7 +28,8 @@ public:
 };
 
 std::shared_ptr<spdlog::logger> make_logger() {
-    auto sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>(spdlog::color_mode::automatic);
+    auto sink =
+        std::make_shared<spdlog::sinks::stderr_color_sink_mt>(spdlog::color_mode::automatic);
     auto log = std::make_shared<spdlog::logger>("percore", sink);
     auto formatter = std::make_unique<spdlog::pattern_formatter>();
     formatter->add_flag<shard_flag>('*').set_pattern("%Y-%m-%d %H:%M:%S.%e %^%-5l%$ [%*] %v");

@@ -27,14 +27,15 @@ namespace {
 std::vector<reactor*> shard_table;
 
 std::uint64_t nanoseconds(duration d) {
-    return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count());
+    return static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(d).count());
 }
 }  // namespace
 
 // Keeps a read armed on the wake-up eventfd: a remote shard's write completes
 // it, which ends the reactor's wait in the ring.
 class reactor::wakeup_handler final : public completion_handler {
-public:
+  public:
     explicit wakeup_handler(reactor& r) : reactor_(r) {}
     void complete(int result, std::uint32_t) noexcept override {
         ++reactor_.stats_.wakeups_received;
@@ -42,7 +43,7 @@ public:
         reactor_.arm_wakeup_read();
     }
 
-private:
+  private:
     reactor& reactor_;
 };
 
@@ -104,10 +105,16 @@ reactor& reactor::of_shard(unsigned shard) {
     return *shard_table[shard];
 }
 
-void reactor::set_shard_table(std::vector<reactor*> table) { shard_table = std::move(table); }
+void reactor::set_shard_table(std::vector<reactor*> table) {
+    shard_table = std::move(table);
+}
 
-unsigned this_shard_id() noexcept { return local_reactor ? local_reactor->shard_id() : 0; }
-unsigned shard_count() noexcept { return local_reactor ? local_reactor->shard_count() : 1; }
+unsigned this_shard_id() noexcept {
+    return local_reactor ? local_reactor->shard_id() : 0;
+}
+unsigned shard_count() noexcept {
+    return local_reactor ? local_reactor->shard_count() : 1;
+}
 
 // --- the loop ------------------------------------------------------------------
 
@@ -158,7 +165,8 @@ bool reactor::reap_completions() {
     // flagged deferred completion work (IORING_SETUP_TASKRUN_FLAG) or a CQ
     // overflow: an idle turn with I/O merely in flight costs no system call.
     unsigned kernel_flags = IO_URING_READ_ONCE(*ring_.sq.kflags);
-    if (io_uring_sq_ready(&ring_) > 0 || (kernel_flags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW))) {
+    if (io_uring_sq_ready(&ring_) > 0 ||
+        (kernel_flags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW))) {
         stats_.io_submitted += io_uring_sq_ready(&ring_);
         ++stats_.io_enter_calls;
         // One system call submits this turn's batch and, with DEFER_TASKRUN,
@@ -235,7 +243,9 @@ io_uring_sqe* reactor::get_sqe(completion_handler* handler, unsigned then_more) 
         io_uring_submit(&ring_);
     }
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-    if (!sqe) throw io_error(EBUSY, "io_uring submission queue full on shard " + std::to_string(shard_id_));
+    if (!sqe)
+        throw io_error(EBUSY,
+                       "io_uring submission queue full on shard " + std::to_string(shard_id_));
     io_uring_sqe_set_data(sqe, handler);
     if (handler) ++inflight_;
     return sqe;
@@ -263,9 +273,13 @@ void reactor::request_stop() noexcept {
     if (sleeping_.exchange(false)) send_wakeup();
 }
 
-void reactor::add_poller(poller* p) { pollers_.push_back(p); }
+void reactor::add_poller(poller* p) {
+    pollers_.push_back(p);
+}
 
-void reactor::remove_poller(poller* p) noexcept { std::erase(pollers_, p); }
+void reactor::remove_poller(poller* p) noexcept {
+    std::erase(pollers_, p);
+}
 
 // --- fibers' bookkeeping and shutdown ----------------------------------------------------
 

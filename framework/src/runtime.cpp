@@ -15,12 +15,12 @@
 #include <string>
 #include <thread>
 
+#include "percore/detail/wait_list.hpp"
 #include "percore/errors.hpp"
 #include "percore/fiber.hpp"
 #include "percore/io.hpp"
 #include "percore/log.hpp"
 #include "percore/smp.hpp"
-#include "percore/detail/wait_list.hpp"
 
 namespace percore {
 
@@ -33,7 +33,7 @@ std::atomic<bool> running{false};
 detail::wait_list* stop_waiters = nullptr;  // shard 0's
 
 class stop_poller final : public poller {
-public:
+  public:
     bool poll() override {
         if (!stop_flag.load(std::memory_order_acquire) || !stop_waiters || stop_waiters->empty()) {
             return false;
@@ -61,14 +61,14 @@ void watch_signals(int signal_fd) {
     int seen = 0;
     for (;;) {
         signalfd_siginfo info{};
-        int n = submit_io([&](io_uring_sqe* sqe) {
-            io_uring_prep_read(sqe, signal_fd, &info, sizeof(info), 0);
-        });
+        int n = submit_io(
+            [&](io_uring_sqe* sqe) { io_uring_prep_read(sqe, signal_fd, &info, sizeof(info), 0); });
         if (n == -ECANCELED) return;
         if (n == -EAGAIN) {
             // The fd is non-blocking: a read io_uring handed to a worker
             // thread finds no signal yet. Wait until one is there.
-            int p = submit_io([&](io_uring_sqe* sqe) { io_uring_prep_poll_add(sqe, signal_fd, POLLIN); });
+            int p = submit_io(
+                [&](io_uring_sqe* sqe) { io_uring_prep_poll_add(sqe, signal_fd, POLLIN); });
             if (p == -ECANCELED) return;
             continue;
         }
@@ -80,7 +80,8 @@ void watch_signals(int signal_fd) {
             logger().info("received {}, stopping", strsignal(static_cast<int>(info.ssi_signo)));
             request_app_stop();
         } else {
-            logger().warn("received {} again, exiting now", strsignal(static_cast<int>(info.ssi_signo)));
+            logger().warn("received {} again, exiting now",
+                          strsignal(static_cast<int>(info.ssi_signo)));
             std::_Exit(1);
         }
     }
@@ -99,7 +100,9 @@ void request_app_stop() noexcept {
     reactor::of_shard(0).wake();
 }
 
-bool app_stop_requested() noexcept { return stop_flag.load(std::memory_order_acquire); }
+bool app_stop_requested() noexcept {
+    return stop_flag.load(std::memory_order_acquire);
+}
 
 void wait_for_stop() {
     if (this_shard_id() != 0 || !stop_waiters) {

@@ -71,6 +71,8 @@ stack_memory stack_pool::map(std::size_t size) {
     return s;
 }
 
-void stack_pool::unmap(const stack_memory& stack) noexcept { munmap(stack.mapping, stack.mapping_size); }
+void stack_pool::unmap(const stack_memory& stack) noexcept {
+    munmap(stack.mapping, stack.mapping_size);
+}
 
 }  // namespace percore::detail

@@ -10,7 +10,7 @@
 namespace percore::detail {
 
 class stack_pool {
-public:
+  public:
     explicit stack_pool(std::size_t default_size, std::size_t max_cached = 1024);
     ~stack_pool();
     stack_pool(const stack_pool&) = delete;
@@ -20,7 +20,7 @@ public:
     stack_memory allocate(std::size_t size);
     void release(const stack_memory& stack) noexcept;
 
-private:
+  private:
     static stack_memory map(std::size_t size);
     static void unmap(const stack_memory& stack) noexcept;
 

@@ -92,6 +92,8 @@ void sleep_until(time_point deadline) {
     while (clock::now() < deadline) detail::suspend_until(deadline);
 }
 
-void sleep_for(duration delay) { sleep_until(clock::now() + delay); }
+void sleep_for(duration delay) {
+    sleep_until(clock::now() + delay);
+}
 
 }  // namespace percore

@@ -11,7 +11,7 @@
 namespace percore::detail {
 
 class timer_heap {
-public:
+  public:
     void insert(timer* t);
     void remove(timer* t) noexcept;
     bool empty() const noexcept { return heap_.empty(); }
@@ -22,7 +22,7 @@ public:
     static time_point& when(timer* t) noexcept { return t->when_; }
     static duration& period(timer* t) noexcept { return t->period_; }
 
-private:
+  private:
     void sift_up(std::size_t i) noexcept;
     void sift_down(std::size_t i) noexcept;
     void place(std::size_t i, timer* t) noexcept {

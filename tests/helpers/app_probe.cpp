@@ -12,7 +12,8 @@ int main(int argc, char** argv) {
     return app.run(argc, argv, [&] {
         std::string cpus;
         for (unsigned c : app.config().cpus) cpus += (cpus.empty() ? "" : ",") + std::to_string(c);
-        std::printf("shards=%u cpus=%s\n", percore::shard_count(), cpus.empty() ? "none" : cpus.c_str());
+        std::printf("shards=%u cpus=%s\n", percore::shard_count(),
+                    cpus.empty() ? "none" : cpus.c_str());
         std::fflush(stdout);
         if (app.options()["wait"].as<bool>()) {
             std::printf("waiting\n");

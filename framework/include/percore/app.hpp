@@ -18,7 +18,7 @@
 namespace percore {
 
 class app {
-public:
+  public:
     explicit app(std::string name, std::string description = {});
 
     // Declares app-specific options next to the shell's own (--smp, --cpuset,
@@ -37,7 +37,7 @@ public:
     const runtime_config& config() const noexcept { return config_; }
     const std::string& name() const noexcept { return name_; }
 
-private:
+  private:
     void configure();  // options_ -> config_; throws config_error
 
     std::string name_;

@@ -10,14 +10,14 @@ namespace percore {
 
 // A wait passed its deadline (future::get(deadline), read with a deadline, ...).
 class timeout_error : public std::runtime_error {
-public:
+  public:
     timeout_error() : std::runtime_error("operation timed out") {}
     explicit timeout_error(const std::string& what) : std::runtime_error(what) {}
 };
 
 // A system call or io_uring operation failed; code() holds the errno.
 class io_error : public std::system_error {
-public:
+  public:
     io_error(int error_number, const std::string& what)
         : std::system_error(error_number, std::generic_category(), what) {}
     int error_number() const noexcept { return code().value(); }
@@ -26,26 +26,26 @@ public:
 // Thrown into fibers still waiting when their shard stops, so they unwind
 // (running destructors) instead of being abandoned.
 class shutdown_error : public std::runtime_error {
-public:
+  public:
     using std::runtime_error::runtime_error;
 };
 
 // The promise was destroyed without a value: the producer gave up.
 class broken_promise : public std::logic_error {
-public:
+  public:
     broken_promise() : std::logic_error("broken promise: destroyed without setting a value") {}
 };
 
 // A gate was entered after close() began.
 class gate_closed_error : public std::runtime_error {
-public:
+  public:
     gate_closed_error() : std::runtime_error("gate closed") {}
 };
 
 // Bad options or an unusable environment: the app shell prints what() as one
 // line on stderr and exits with status 2.
 class config_error : public std::runtime_error {
-public:
+  public:
     using std::runtime_error::runtime_error;
 };
 

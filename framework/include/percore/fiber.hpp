@@ -26,7 +26,7 @@ namespace detail {
 
 template <typename F, typename R>
 class spawned_fiber final : public fiber_base {
-public:
+  public:
     spawned_fiber(F&& fn, promise<R>&& p) : fn_(std::move(fn)), promise_(std::move(p)) {}
 
     void run() noexcept override {
@@ -42,7 +42,7 @@ public:
         }
     }
 
-private:
+  private:
     F fn_;
     promise<R> promise_;
 };

@@ -26,14 +26,15 @@ class promise;
 namespace detail {
 
 // Logs an exception that no one will ever get(): never lost silently.
-void report_unobserved_exception(const std::exception_ptr& error, const std::string& origin) noexcept;
+void report_unobserved_exception(const std::exception_ptr& error,
+                                 const std::string& origin) noexcept;
 
 struct unit {};
 
 // Shared by one promise and one future; freed when both are gone.
 template <typename T>
 class future_state {
-public:
+  public:
     using stored_type = std::conditional_t<std::is_void_v<T>, unit, T>;
 
     bool ready() const noexcept { return value_.has_value() || error_ != nullptr; }
@@ -91,7 +92,7 @@ public:
     void detach_future() noexcept { future_attached_ = false; }
     void set_origin(std::string origin) { origin_ = std::move(origin); }
 
-private:
+  private:
     void wake() noexcept {
         if (waiter_) make_ready(waiter_);
     }
@@ -110,7 +111,7 @@ private:
 // The consumer end. Move-only; get() may be called once.
 template <typename T>
 class future {
-public:
+  public:
     future() = default;
     future(future&& other) noexcept : state_(std::exchange(other.state_, nullptr)) {}
     future& operator=(future&& other) noexcept {
@@ -150,12 +151,13 @@ public:
         state_->wait();
     }
 
-private:
+  private:
     friend class promise<T>;
     explicit future(detail::future_state<T>* s) : state_(s) {}
 
     void check_valid() const {
-        if (!state_) throw std::logic_error("future::get on an invalid (moved-from or consumed) future");
+        if (!state_)
+            throw std::logic_error("future::get on an invalid (moved-from or consumed) future");
     }
     T consume() {
         auto* s = std::exchange(state_, nullptr);
@@ -182,11 +184,10 @@ private:
 // broken_promise.
 template <typename T>
 class promise {
-public:
+  public:
     promise() : state_(new detail::future_state<T>()) {}
     promise(promise&& other) noexcept
-        : state_(std::exchange(other.state_, nullptr)),
-          future_taken_(other.future_taken_) {}
+        : state_(std::exchange(other.state_, nullptr)), future_taken_(other.future_taken_) {}
     promise& operator=(promise&& other) noexcept {
         if (this != &other) {
             abandon();
@@ -231,7 +232,7 @@ public:
     // False once the consumer dropped its future: nobody will read a result.
     bool has_waiter() const noexcept { return state_ && (!future_taken_ || state_->has_future()); }
 
-private:
+  private:
     void finish(detail::future_state<T>* s) noexcept {
         if (future_taken_) return s->release();
         s->detach_future();  // no future will ever read it, nor release its share
@@ -306,8 +307,7 @@ auto when_all(std::vector<future<T>>&& futures) {
 // Variadic form: when_all(f1, f2, ...) returns a tuple of the non-void values
 // (void futures contribute detail::unit).
 template <typename... T>
-    requires(sizeof...(T) > 1)
-auto when_all(future<T>&... futures) {
+requires(sizeof...(T) > 1) auto when_all(future<T>&... futures) {
     std::exception_ptr first_error;
     auto take = [&first_error]<typename U>(future<U>& f) {
         using V = std::conditional_t<std::is_void_v<U>, detail::unit, U>;

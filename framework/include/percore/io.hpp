@@ -16,16 +16,16 @@ namespace percore {
 // Receives the completions of one submitted operation. A multishot operation
 // calls complete() once per CQE, the last one without IORING_CQE_F_MORE.
 class completion_handler {
-public:
+  public:
     virtual void complete(int result, std::uint32_t flags) noexcept = 0;
 
-protected:
+  protected:
     ~completion_handler() = default;
 };
 
 // A fiber waiting for a single-shot operation.
 class fiber_completion final : public completion_handler {
-public:
+  public:
     fiber_completion() : waiter_(detail::current_fiber()) {}
     void complete(int result, std::uint32_t flags) noexcept override {
         result_ = result;
@@ -41,7 +41,7 @@ public:
     int result() const noexcept { return result_; }
     std::uint32_t flags() const noexcept { return flags_; }
 
-private:
+  private:
     detail::fiber_base* waiter_;
     int result_ = 0;
     std::uint32_t flags_ = 0;

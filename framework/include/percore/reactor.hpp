@@ -44,7 +44,7 @@ struct reactor_config {
 
 // Something the reactor polls every turn (the inbound cross-shard rings...).
 class poller {
-public:
+  public:
     virtual ~poller() = default;
     // Does whatever work is pending; true if there was some.
     virtual bool poll() = 0;
@@ -54,7 +54,7 @@ public:
 };
 
 class reactor {
-public:
+  public:
     reactor(unsigned shard_id, unsigned shard_count, const reactor_config& config);
     ~reactor();
     reactor(const reactor&) = delete;
@@ -135,7 +135,8 @@ public:
     // running queue goes on until empty or preempted; only then are queues
     // compared (switch_queue).
     detail::fiber_base* pick_next_fiber() noexcept {
-        if (need_preempt()) [[unlikely]] return nullptr;
+        if (need_preempt()) [[unlikely]]
+            return nullptr;
         if (!urgent_) {
             if (auto* f = running_queue_->pop()) return f;
         }
@@ -145,8 +146,7 @@ public:
     std::uint64_t progress() const noexcept { return stats_.tasks_run + stats_.loop_turns; }
     bool sleeping() const noexcept { return sleeping_.load(std::memory_order_relaxed); }
 
-private:
-
+  private:
     // The steps of one loop turn.
     bool run_ready_fibers();
     bool poll_pollers();
@@ -188,7 +188,7 @@ private:
     // Hot scheduling state first: need_preempt() and pick_next_fiber() read it.
     const unsigned* preempt_tail_ = nullptr;
     unsigned preempt_seen_ = 0;
-    bool urgent_ = false;  // a latency queue became runnable while another ran
+    bool urgent_ = false;          // a latency queue became runnable while another ran
     bool quota_by_clock_ = false;  // this turn's quota is checked by clock, not alarm
     bool slept_ = false;           // slept since the last turn that ran fibers
     task_queue* running_queue_ = nullptr;
@@ -201,9 +201,9 @@ private:
     std::size_t main_stack_size_ = 0;
     void* main_fake_stack_ = nullptr;
     task_queue default_queue_{"default"};
-    std::vector<task_queue*> queues_;                   // default_queue_ first
+    std::vector<task_queue*> queues_;  // default_queue_ first
     std::vector<std::unique_ptr<task_queue>> own_queues_;
-    std::vector<task_queue*> runnable_;                 // min-heap on vruntime
+    std::vector<task_queue*> runnable_;  // min-heap on vruntime
     std::uint64_t min_vruntime_ = 0;
     time_point slice_start_{};
     unsigned latency_queues_ = 0;

@@ -16,14 +16,14 @@ namespace percore {
 // A FIFO-fair mutex: unlock hands ownership to the longest waiter. Works with
 // std::unique_lock / std::lock_guard.
 class mutex {
-public:
+  public:
     void lock();
     bool try_lock() noexcept;
     // Gives up at the deadline (returns false).
     bool try_lock_until(time_point deadline);
     void unlock() noexcept;
 
-private:
+  private:
     bool locked_ = false;
     detail::wait_list waiters_;
 };
@@ -32,7 +32,7 @@ enum class cv_status { no_timeout, timeout };
 
 // Waits for a condition guarded by a percore::mutex.
 class condition_variable {
-public:
+  public:
     void wait(std::unique_lock<mutex>& lock);
     template <typename Predicate>
     void wait(std::unique_lock<mutex>& lock, Predicate ready) {
@@ -53,14 +53,14 @@ public:
     void notify_one() noexcept { waiters_.wake_one(); }
     void notify_all() noexcept { waiters_.wake_all(); }
 
-private:
+  private:
     detail::wait_list waiters_;
 };
 
 // A counting semaphore with FIFO order: a large request at the head is not
 // starved by small ones behind it.
 class semaphore {
-public:
+  public:
     explicit semaphore(std::size_t units) : available_(units) {}
 
     void wait(std::size_t units = 1);
@@ -75,7 +75,7 @@ public:
     std::size_t available() const noexcept { return available_; }
     bool has_waiters() const noexcept { return !waiters_.empty(); }
 
-private:
+  private:
     void wake_waiters() noexcept;
 
     std::size_t available_;
@@ -86,7 +86,7 @@ private:
 // work, leave() after; close() refuses new entries and waits until the last
 // holder leaves.
 class gate {
-public:
+  public:
     ~gate();
 
     // Throws gate_closed_error once close() began.
@@ -100,7 +100,7 @@ public:
 
     // RAII: enter in the constructor, leave in the destructor.
     class holder {
-    public:
+      public:
         explicit holder(gate& g) : gate_(&g) { g.enter(); }
         holder(holder&& o) noexcept : gate_(std::exchange(o.gate_, nullptr)) {}
         holder(const holder&) = delete;
@@ -108,11 +108,11 @@ public:
             if (gate_) gate_->leave();
         }
 
-    private:
+      private:
         gate* gate_;
     };
 
-private:
+  private:
     std::size_t count_ = 0;
     bool closed_ = false;
     detail::wait_list closing_;

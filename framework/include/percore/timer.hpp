@@ -17,7 +17,7 @@ class timer_heap;
 // A one-shot or periodic timer owned by the shard that arms it. Destroying an
 // armed timer cancels it.
 class timer {
-public:
+  public:
     using callback = std::function<void()>;
 
     timer() = default;
@@ -39,7 +39,7 @@ public:
     bool armed() const noexcept { return heap_index_ != not_armed; }
     time_point deadline() const noexcept { return when_; }
 
-private:
+  private:
     friend class detail::timer_heap;
     static constexpr std::size_t not_armed = ~std::size_t{0};
 

@@ -7,10 +7,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <new>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <new>
 #include <utility>
 
 #include "percore/clock.hpp"
@@ -36,7 +36,7 @@ enum class fiber_state : std::uint8_t { ready, running, suspended, done };
 // The control block. It lives at the top of the fiber's own stack, so a spawn
 // costs no heap allocation beyond the stack (pooled) and the future's state.
 class fiber_base {
-public:
+  public:
     fiber_base() = default;
     fiber_base(const fiber_base&) = delete;
     fiber_base& operator=(const fiber_base&) = delete;
@@ -55,14 +55,14 @@ public:
     boost::context::detail::fcontext_t context_ = nullptr;
     stack_memory stack_;
     task_queue* queue_ = nullptr;
-    fiber_base* next_ready_ = nullptr;     // intrusive link in its queue's ready list
-    fiber_base* prev_live_ = nullptr;      // intrusive links in the reactor's list of
-    fiber_base* next_live_ = nullptr;      //   live fibers (for shutdown)
+    fiber_base* next_ready_ = nullptr;  // intrusive link in its queue's ready list
+    fiber_base* prev_live_ = nullptr;   // intrusive links in the reactor's list of
+    fiber_base* next_live_ = nullptr;   //   live fibers (for shutdown)
     fiber_state state_ = fiber_state::ready;
-    bool interrupted_ = false;             // resume by throwing shutdown_error
-    bool timed_out_ = false;               // set by suspend_until's timer
-    std::uint8_t uninterruptible_ = 0;     // waiting for the kernel: may not unwind
-    std::int64_t ready_at_ns_ = 0;         // when made ready, if its queue delay is sampled
+    bool interrupted_ = false;          // resume by throwing shutdown_error
+    bool timed_out_ = false;            // set by suspend_until's timer
+    std::uint8_t uninterruptible_ = 0;  // waiting for the kernel: may not unwind
+    std::int64_t ready_at_ns_ = 0;      // when made ready, if its queue delay is sampled
     std::string name_;
     void* asan_fake_stack_ = nullptr;
     // Called when this fiber is about to block in suspend(): lets a fiber that

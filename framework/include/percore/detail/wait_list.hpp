@@ -19,7 +19,7 @@ namespace percore::detail {
 #pragma GCC diagnostic ignored "-Wdangling-pointer"
 #endif
 class wait_list {
-public:
+  public:
     struct waiter {
         fiber_base* fiber = nullptr;
         waiter* prev = nullptr;
@@ -70,7 +70,7 @@ public:
         }
     }
 
-private:
+  private:
     void push_back(waiter* w) noexcept {
         w->prev = tail_;
         w->next = nullptr;
