@@ -3,6 +3,7 @@
 // two side by side:
 //   file-bench --file PATH --mode randread|seqread|seqwrite --block BYTES
 //              --depth N --duration SECONDS [--size 1G] [--cpu N]
+//              [--idle-poll-us N] [--device-submit-batch N]
 // `depth` fibers each keep one operation in flight. The file is created and
 // filled (random bytes) when missing or smaller than --size. Prints one line:
 //   iops=... MBps=... p50_us=... p99_us=... cpu_pct=... enters_per_op=...
@@ -149,6 +150,8 @@ int main(int argc, char** argv) {
     bench_options o;
     std::string block = "4096", size = "1G";
     int cpu = -1;
+    unsigned idle_poll_us = 0;
+    unsigned submit_batch = reactor_config{}.device_submit_batch;
     po::options_description desc("file-bench: dma_file throughput and latency on one shard");
     desc.add_options()("help,h", "this help")("file", po::value(&o.file)->required(),
                                               "the file (created and filled when missing)")(
@@ -157,7 +160,11 @@ int main(int argc, char** argv) {
         "depth", po::value(&o.depth)->default_value(o.depth), "operations in flight")(
         "duration", po::value(&o.duration)->default_value(o.duration), "seconds to run")(
         "size", po::value(&size)->default_value(size), "file size to create / use")(
-        "cpu", po::value(&cpu)->default_value(cpu), "pin the shard to this CPU (-1: no pinning)");
+        "cpu", po::value(&cpu)->default_value(cpu), "pin the shard to this CPU (-1: no pinning)")(
+        "idle-poll-us", po::value(&idle_poll_us)->default_value(idle_poll_us),
+        "busy-poll this long before the shard sleeps (as the apps' --idle-poll-us)")(
+        "device-submit-batch", po::value(&submit_batch)->default_value(submit_batch),
+        "submit once this many reads/writes are queued (0: once per loop turn)");
     try {
         po::variables_map vm;
         po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -171,6 +178,8 @@ int main(int argc, char** argv) {
         runtime_config config;
         config.smp = 1;
         if (cpu >= 0) config.cpus = {static_cast<unsigned>(cpu)};
+        config.reactor.idle_poll = std::chrono::microseconds(idle_poll_us);
+        config.reactor.device_submit_batch = submit_batch;
         return run_shards(config, [&] { return run(o); });
     } catch (const std::exception& e) {
         std::fprintf(stderr, "file-bench: %s\n", e.what());

@@ -73,6 +73,7 @@ std::size_t read_full(int fd, std::uint64_t pos, void* dst, std::size_t len, boo
         const std::uint64_t at = pos + done;
         int r = submit_io([&](io_uring_sqe* sqe) {
             io_uring_prep_read(sqe, fd, out + done, static_cast<unsigned>(want), at);
+            reactor::local().queued_device_io();
         });
         ++st.file_reads;
         if (r == -EINTR || r == -EAGAIN) continue;
@@ -100,6 +101,7 @@ void write_full(int fd, std::uint64_t pos, const void* src, std::size_t len, boo
         const std::uint64_t at = pos + done;
         int r = submit_io([&](io_uring_sqe* sqe) {
             io_uring_prep_write(sqe, fd, in + done, static_cast<unsigned>(want), at);
+            reactor::local().queued_device_io();
         });
         ++st.file_writes;
         if (r == -EINTR || r == -EAGAIN) continue;

@@ -169,6 +169,7 @@ bool reactor::reap_completions() {
         (kernel_flags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW))) {
         stats_.io_submitted += io_uring_sq_ready(&ring_);
         ++stats_.io_enter_calls;
+        device_sqes_queued_ = 0;
         // One system call submits this turn's batch and, with DEFER_TASKRUN,
         // runs the deferred completion work so the CQEs below are there.
         int r = io_uring_submit_and_get_events(&ring_);
@@ -224,6 +225,7 @@ void reactor::sleep_until_work() {
     ++stats_.sleeps;
     ++stats_.io_enter_calls;
     stats_.io_submitted += io_uring_sq_ready(&ring_);
+    device_sqes_queued_ = 0;
     io_uring_cqe* cqe = nullptr;
     int r = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, timeout_ptr, nullptr);
     if (r < 0 && r != -ETIME && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
@@ -237,11 +239,7 @@ void reactor::sleep_until_work() {
 // --- I/O -------------------------------------------------------------------------
 
 io_uring_sqe* reactor::get_sqe(completion_handler* handler, unsigned then_more) {
-    if (io_uring_sq_space_left(&ring_) < 1 + then_more) {
-        stats_.io_submitted += io_uring_sq_ready(&ring_);
-        ++stats_.io_enter_calls;
-        io_uring_submit(&ring_);
-    }
+    if (io_uring_sq_space_left(&ring_) < 1 + then_more) submit_queued();
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
     if (!sqe)
         throw io_error(EBUSY,
@@ -249,6 +247,18 @@ io_uring_sqe* reactor::get_sqe(completion_handler* handler, unsigned then_more) 
     io_uring_sqe_set_data(sqe, handler);
     if (handler) ++inflight_;
     return sqe;
+}
+
+void reactor::submit_queued() {
+    stats_.io_submitted += io_uring_sq_ready(&ring_);
+    ++stats_.io_enter_calls;
+    device_sqes_queued_ = 0;
+    // Errors of single operations come as CQEs; EBUSY/EAGAIN (no room for
+    // completions yet) leave the SQEs queued for the turn's end.
+    int r = io_uring_submit(&ring_);
+    if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
+        logger().error("shard {}: io_uring_submit failed: {}", shard_id_, std::strerror(-r));
+    }
 }
 
 void reactor::cancel_io_on_fd(int fd) {

@@ -40,6 +40,11 @@ struct reactor_config {
     std::size_t stack_size = 128 * 1024;            // default fiber stack
     std::chrono::microseconds idle_poll{0};         // busy-poll this long before sleeping
     std::chrono::milliseconds stall_threshold{25};  // --stall-threshold-ms; 0: no stall detector
+    // Block-device reads and writes are submitted once this many are queued,
+    // not only at the end of the turn: a disk starts on the first ones while
+    // the fibers prepare the rest (4 KiB random reads at depth 32 on a virtio
+    // disk: +15 % IOPS over one batch per turn, same p99). 0: once per turn.
+    unsigned device_submit_batch = 8;
 };
 
 // Something the reactor polls every turn (the inbound cross-shard rings...).
@@ -110,6 +115,12 @@ class reactor {
     detail::timer_heap& timers() noexcept { return *timers_; }
     detail::stack_pool& stacks() noexcept { return *stacks_; }
     io_uring_sqe* get_sqe(completion_handler* handler, unsigned then_more);
+    // Counts an SQE just prepared for a block device: submits what is queued
+    // once device_submit_batch of them wait (see reactor_config).
+    void queued_device_io() {
+        if (++device_sqes_queued_ >= config_.device_submit_batch && config_.device_submit_batch > 0)
+            submit_queued();
+    }
     void cancel_io_on_fd(int fd);
     // Makes a fiber runnable in its queue; a queue that was idle becomes runnable.
     void schedule(detail::fiber_base* fiber) noexcept {
@@ -161,6 +172,8 @@ class reactor {
     void unlink_live(detail::fiber_base* fiber) noexcept;
     void shutdown_fibers();
     void arm_wakeup_read();
+    // io_uring_submit of everything queued now, ahead of the turn's end.
+    void submit_queued();
     void send_wakeup() noexcept;
 
     // The scheduler (scheduling.cpp).
@@ -184,7 +197,8 @@ class reactor {
     unsigned shard_count_;
     reactor_config config_;
     io_uring ring_{};
-    unsigned inflight_ = 0;  // operations whose final CQE has not arrived
+    unsigned inflight_ = 0;            // operations whose final CQE has not arrived
+    unsigned device_sqes_queued_ = 0;  // block-device SQEs since the last submission
     // Hot scheduling state first: need_preempt() and pick_next_fiber() read it.
     const unsigned* preempt_tail_ = nullptr;
     unsigned preempt_seen_ = 0;
