@@ -127,7 +127,7 @@ void reactor::run() {
         worked |= poll_pollers();
         worked |= reap_completions();
         worked |= fire_expired_timers();
-        if (worked || !runnable_.empty()) {
+        if (!runnable_.empty() || (worked && !submission_left_for_sleep_)) {
             if (config_.idle_poll.count() > 0) last_work = clock::now();
             continue;
         }
@@ -165,8 +165,15 @@ bool reactor::reap_completions() {
     // flagged deferred completion work (IORING_SETUP_TASKRUN_FLAG) or a CQ
     // overflow: an idle turn with I/O merely in flight costs no system call.
     unsigned kernel_flags = IO_URING_READ_ONCE(*ring_.sq.kflags);
-    if (io_uring_sq_ready(&ring_) > 0 ||
-        (kernel_flags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW))) {
+    const bool kernel_has_work = kernel_flags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW);
+    // Nothing runnable and no completion waiting: the turn will end in
+    // sleep_until_work, whose io_uring_enter submits as well, so a request
+    // answered in one turn costs one system call, not two (submit, then
+    // sleep). Not when busy-polling, which does not sleep.
+    submission_left_for_sleep_ = io_uring_sq_ready(&ring_) > 0 && !kernel_has_work &&
+                                 runnable_.empty() && config_.idle_poll.count() == 0;
+    if (submission_left_for_sleep_) return false;
+    if (io_uring_sq_ready(&ring_) > 0 || kernel_has_work) {
         stats_.io_submitted += io_uring_sq_ready(&ring_);
         ++stats_.io_enter_calls;
         device_sqes_queued_ = 0;
@@ -219,6 +226,7 @@ void reactor::sleep_until_work() {
     }
     if (work_arrived) {
         sleeping_.store(false, std::memory_order_relaxed);
+        if (io_uring_sq_ready(&ring_) > 0) submit_queued();  // left for this sleep
         return;
     }
     time_point start = clock::now();
