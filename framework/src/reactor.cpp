@@ -173,17 +173,9 @@ bool reactor::reap_completions() {
     submission_left_for_sleep_ = io_uring_sq_ready(&ring_) > 0 && !kernel_has_work &&
                                  runnable_.empty() && config_.idle_poll.count() == 0;
     if (submission_left_for_sleep_) return false;
-    if (io_uring_sq_ready(&ring_) > 0 || kernel_has_work) {
-        stats_.io_submitted += io_uring_sq_ready(&ring_);
-        ++stats_.io_enter_calls;
-        device_sqes_queued_ = 0;
-        // One system call submits this turn's batch and, with DEFER_TASKRUN,
-        // runs the deferred completion work so the CQEs below are there.
-        int r = io_uring_submit_and_get_events(&ring_);
-        if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
-            logger().error("shard {}: io_uring_enter failed: {}", shard_id_, std::strerror(-r));
-        }
-    }
+    // One system call submits this turn's batch and, with DEFER_TASKRUN,
+    // runs the deferred completion work so the CQEs below are there.
+    if (io_uring_sq_ready(&ring_) > 0 || kernel_has_work) submit_queued(true);
     unsigned head;
     unsigned seen = 0;
     io_uring_cqe* cqe;
@@ -257,15 +249,15 @@ io_uring_sqe* reactor::get_sqe(completion_handler* handler, unsigned then_more) 
     return sqe;
 }
 
-void reactor::submit_queued() {
+void reactor::submit_queued(bool get_events) {
     stats_.io_submitted += io_uring_sq_ready(&ring_);
     ++stats_.io_enter_calls;
     device_sqes_queued_ = 0;
     // Errors of single operations come as CQEs; EBUSY/EAGAIN (no room for
-    // completions yet) leave the SQEs queued for the turn's end.
-    int r = io_uring_submit(&ring_);
+    // completions yet) leave the SQEs queued for the next enter.
+    int r = get_events ? io_uring_submit_and_get_events(&ring_) : io_uring_submit(&ring_);
     if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
-        logger().error("shard {}: io_uring_submit failed: {}", shard_id_, std::strerror(-r));
+        logger().error("shard {}: io_uring_enter failed: {}", shard_id_, std::strerror(-r));
     }
 }
 

@@ -172,8 +172,9 @@ class reactor {
     void unlink_live(detail::fiber_base* fiber) noexcept;
     void shutdown_fibers();
     void arm_wakeup_read();
-    // io_uring_submit of everything queued now, ahead of the turn's end.
-    void submit_queued();
+    // Submits everything queued now; with get_events, also runs the kernel's
+    // deferred completion work so that their CQEs can be reaped.
+    void submit_queued(bool get_events = false);
     void send_wakeup() noexcept;
 
     // The scheduler (scheduling.cpp).
