@@ -128,7 +128,10 @@ void session::run_batch(std::string& out) {
     executor exec{this};
     const std::size_t mark = out.size();
     reply_ends_.clear();
-    forwarder_.run(exec, out, &reply_ends_);
+    // Only a gat/gats can be refused as a whole: other batches (the GET/SET
+    // path) do not record where each reply ends.
+    forwarder_.run(exec, out, batch_touches_ ? &reply_ends_ : nullptr);
+    batch_touches_ = false;
     const bool refused = any_touch_refused_.load(std::memory_order_relaxed);
     if (overflowed_.load(std::memory_order_relaxed)) {
         // Never a partial batch: a missing VALUE would read as a miss.
@@ -311,6 +314,7 @@ process_result session::process_requests(std::string_view input, std::string& ou
     auto add_keys = [&](const request& r, std::size_t offset, std::size_t end) {
         const auto index = static_cast<std::uint32_t>(requests_.size());
         requests_.push_back(r);
+        if (r.cmd == command::gat || r.cmd == command::gats) batch_touches_ = true;
         key_cursor keys(input.substr(offset, end - offset));
         std::string_view key;
         while (ops_.size() < max_batch) {

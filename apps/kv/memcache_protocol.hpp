@@ -98,7 +98,8 @@ class session {
     forwarder forwarder_;
     std::vector<request> requests_;
     std::vector<op> ops_;
-    std::vector<std::size_t> reply_ends_;  // where each op's reply ends in the output
+    std::vector<std::size_t> reply_ends_;  // where each op's reply ends (batches with a gat)
+    bool batch_touches_ = false;           // the batch holds a gat/gats
     // Per request of the batch: a shard refused its touches (set by owner shards).
     std::vector<std::atomic<bool>> touch_refused_;
     std::atomic<bool> any_touch_refused_{false};

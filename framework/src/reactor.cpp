@@ -127,7 +127,9 @@ void reactor::run() {
         worked |= poll_pollers();
         worked |= reap_completions();
         worked |= fire_expired_timers();
-        if (!runnable_.empty() || (worked && !submission_left_for_sleep_)) {
+        // SQEs still queued with nothing runnable were left for the sleep,
+        // whose enter submits them (see reap_completions).
+        if (!runnable_.empty() || (worked && io_uring_sq_ready(&ring_) == 0)) {
             if (config_.idle_poll.count() > 0) last_work = clock::now();
             continue;
         }
@@ -170,9 +172,10 @@ bool reactor::reap_completions() {
     // sleep_until_work, whose io_uring_enter submits as well, so a request
     // answered in one turn costs one system call, not two (submit, then
     // sleep). Not when busy-polling, which does not sleep.
-    submission_left_for_sleep_ = io_uring_sq_ready(&ring_) > 0 && !kernel_has_work &&
-                                 runnable_.empty() && config_.idle_poll.count() == 0;
-    if (submission_left_for_sleep_) return false;
+    if (io_uring_sq_ready(&ring_) > 0 && !kernel_has_work && runnable_.empty() &&
+        config_.idle_poll.count() == 0) {
+        return false;
+    }
     // One system call submits this turn's batch and, with DEFER_TASKRUN,
     // runs the deferred completion work so the CQEs below are there.
     if (io_uring_sq_ready(&ring_) > 0 || kernel_has_work) submit_queued(true);

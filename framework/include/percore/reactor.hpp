@@ -198,9 +198,8 @@ class reactor {
     unsigned shard_count_;
     reactor_config config_;
     io_uring ring_{};
-    unsigned inflight_ = 0;                   // operations whose final CQE has not arrived
-    unsigned device_sqes_queued_ = 0;         // block-device SQEs since the last submission
-    bool submission_left_for_sleep_ = false;  // this turn's SQEs go in with the sleep
+    unsigned inflight_ = 0;            // operations whose final CQE has not arrived
+    unsigned device_sqes_queued_ = 0;  // block-device SQEs since the last submission
     // Hot scheduling state first: need_preempt() and pick_next_fiber() read it.
     const unsigned* preempt_tail_ = nullptr;
     unsigned preempt_seen_ = 0;
