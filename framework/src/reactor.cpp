@@ -20,7 +20,7 @@
 
 namespace percore {
 
-thread_local constinit reactor* detail::local_reactor = nullptr;
+thread_local constinit reactor* detail::local_reactor [[gnu::tls_model("initial-exec")]] = nullptr;
 using detail::local_reactor;
 
 namespace {

@@ -29,8 +29,10 @@ namespace detail {
 class timer_heap;
 class stack_pool;
 class stall_detector;
-// The reactor of this thread (constinit: read without a TLS wrapper call).
-extern thread_local constinit reactor* local_reactor;
+// The reactor of this thread (constinit: read without a TLS wrapper call;
+// initial-exec: one %fs-relative load once linked into an executable, where
+// the general model costs a load of the thread pointer and then the variable).
+extern thread_local constinit reactor* local_reactor [[gnu::tls_model("initial-exec")]];
 }  // namespace detail
 
 // Tunables of one reactor; the app shell fills them from its options.
