@@ -139,3 +139,52 @@ TEST_CASE("get on a consumed future is a clear error") {
         REQUIRE_THROWS_AS(f.get(), std::logic_error);
     });
 }
+
+TEST_CASE("a reactor thread reuses the blocks of freed future states") {
+    run_in_reactor([] {
+        auto& cache = detail::local_block_cache;
+        if (!cache.is_open()) {
+            WARN("block cache off (AddressSanitizer build)");
+            return;
+        }
+        constexpr std::size_t state_size = sizeof(detail::future_state<int>);
+        std::size_t kept_before = cache.kept(state_size);
+        {
+            promise<int> p;
+            auto f = p.get_future();
+            p.set_value(3);
+            REQUIRE(f.get() == 3);
+        }
+        // The released state's block waits in the cache for the next state.
+        REQUIRE(cache.kept(state_size) == kept_before + 1);
+        void* block = cache.allocate(state_size);
+        REQUIRE(cache.kept(state_size) == kept_before);
+        cache.free(block, state_size);
+        // Same size class: the block just freed comes back.
+        REQUIRE(cache.allocate(state_size) == block);
+        cache.free(block, state_size);
+    });
+}
+
+TEST_CASE("the block cache is bounded, skips big blocks and is off without a reactor") {
+    using detail::block_cache;
+    auto& cache = detail::local_block_cache;
+    void* outside = cache.allocate(16);
+    cache.free(outside, 16);
+    REQUIRE(cache.kept(16) == 0);  // no reactor on this thread
+    run_in_reactor([] {
+        auto& c = detail::local_block_cache;
+        if (!c.is_open()) {
+            WARN("block cache off (AddressSanitizer build)");
+            return;
+        }
+        std::vector<void*> blocks;
+        for (unsigned i = 0; i < block_cache::kept_per_class + 10; ++i)
+            blocks.push_back(c.allocate(100));
+        for (void* p : blocks) c.free(p, 100);
+        REQUIRE(c.kept(100) == block_cache::kept_per_class);
+        constexpr std::size_t big = block_cache::classes * block_cache::class_bytes + 1;
+        c.free(c.allocate(big), big);
+        REQUIRE(c.kept(big) == 0);
+    });
+}

@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "percore/detail/block_cache.hpp"
 #include "percore/errors.hpp"
 #include "percore/log.hpp"
 #include "stack_pool.hpp"
@@ -79,6 +80,7 @@ reactor::reactor(unsigned shard_id, unsigned shard_count, const reactor_config& 
         throw;
     }
     local_reactor = this;
+    detail::local_block_cache.open();
 }
 
 reactor::~reactor() {
@@ -89,7 +91,10 @@ reactor::~reactor() {
     close_scheduler();
     io_uring_queue_exit(&ring_);
     ::close(wakeup_fd_);
-    if (local_reactor == this) local_reactor = nullptr;
+    if (local_reactor == this) {
+        local_reactor = nullptr;
+        detail::local_block_cache.close();
+    }
 }
 
 reactor& reactor::local() {

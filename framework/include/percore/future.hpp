@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "percore/clock.hpp"
+#include "percore/detail/block_cache.hpp"
 #include "percore/detail/fiber_base.hpp"
 #include "percore/errors.hpp"
 
@@ -36,6 +37,12 @@ template <typename T>
 class future_state {
   public:
     using stored_type = std::conditional_t<std::is_void_v<T>, unit, T>;
+
+    // One state per spawn and per cross-shard call: from the shard's cache.
+    static void* operator new(std::size_t size) { return local_block_cache.allocate(size); }
+    static void operator delete(void* p, std::size_t size) noexcept {
+        local_block_cache.free(p, size);
+    }
 
     bool ready() const noexcept { return value_.has_value() || error_ != nullptr; }
 
