@@ -225,13 +225,13 @@ void maybe_yield() {
 // arrives frees it.
 
 void reactor::jump(detail::fiber_base* from, detail::fiber_base* to) {
-    switch_to(from, to);
+    switch_to(from, to, false);
 }
 
 // Inlined into switch_out: the path of every switch stays one call deep
 // (yield -> switch_out -> the assembly).
 [[gnu::always_inline]] inline void reactor::switch_to(detail::fiber_base* from,
-                                                      detail::fiber_base* to) {
+                                                      detail::fiber_base* to, bool from_ended) {
     current_ = to;
     fcontext_t target = main_context_;
     const void* bottom = main_stack_bottom_;
@@ -248,7 +248,7 @@ void reactor::jump(detail::fiber_base* from, detail::fiber_base* to) {
     fcontext_t* save = from ? &from->context_ : &main_context_;
     void** fake_stack = from ? &from->asan_fake_stack_ : &main_fake_stack_;
     detail::fiber_base* finished = nullptr;
-    if (from && from->state_ == detail::fiber_state::done) [[unlikely]] {
+    if (from_ended) {
         finished = from;
         fake_stack = nullptr;  // never coming back
     }
@@ -264,7 +264,7 @@ void reactor::destroy_finished(detail::fiber_base* fiber) noexcept {
     detail::destroy_fiber(fiber);
 }
 
-[[gnu::always_inline]] inline void reactor::switch_out(detail::fiber_base* from) {
+[[gnu::always_inline]] inline void reactor::switch_out(detail::fiber_base* from, bool from_ended) {
     // No clock read here (but in the turn after a sleep): the preemption
     // alarm (need_preempt(), two loads) ends the quota, and queues are
     // compared only when the running one is empty or a latency-sensitive
@@ -275,7 +275,7 @@ void reactor::destroy_finished(detail::fiber_base* fiber) noexcept {
         from->state_ = detail::fiber_state::running;
         return;
     }
-    switch_to(from, next);
+    switch_to(from, next, from_ended);
 }
 
 void reactor::fiber_entry(transfer_t t) {
@@ -286,7 +286,7 @@ void reactor::fiber_entry(transfer_t t) {
     detail::fiber_base* self = r.current_;
     self->run();
     self->state_ = detail::fiber_state::done;
-    r.switch_out(self);
+    r.switch_out(self, true);
     __builtin_unreachable();
 }
 

@@ -138,9 +138,10 @@ class reactor {
     // The fiber switch (fiber.cpp). `from`/`to` nullptr mean the reactor.
     void jump(detail::fiber_base* from, detail::fiber_base* to);
     // The current fiber gives up the CPU: to the next ready fiber, or to the
-    // reactor when none is ready or the task quota is spent.
+    // reactor when none is ready or the task quota is spent. `from_ended`:
+    // it finished and never comes back (the side that arrives frees it).
     // Inlined into the fiber module's suspension points (fiber.cpp).
-    inline void switch_out(detail::fiber_base* from);
+    inline void switch_out(detail::fiber_base* from, bool from_ended = false);
     static void fiber_entry(boost::context::detail::transfer_t t);
     detail::fiber_base* current() const noexcept { return current_; }
     // The scheduler's choice of what runs next from inside a fiber (nullptr:
@@ -168,7 +169,7 @@ class reactor {
     void sleep_until_work();
 
     // jump()'s body, inlined into the fiber module's hot path (fiber.cpp).
-    inline void switch_to(detail::fiber_base* from, detail::fiber_base* to);
+    inline void switch_to(detail::fiber_base* from, detail::fiber_base* to, bool from_ended);
     // Frees a fiber that ended, once the switch has left its stack.
     void destroy_finished(detail::fiber_base* fiber) noexcept;
     void unlink_live(detail::fiber_base* fiber) noexcept;
@@ -217,6 +218,8 @@ class reactor {
     const void* main_stack_bottom_ = nullptr;  // for AddressSanitizer's fiber support
     std::size_t main_stack_size_ = 0;
     void* main_fake_stack_ = nullptr;
+    // Beside the switch's other state: every switch counts in tasks_run.
+    shard_stats stats_;
     task_queue default_queue_{"default"};
     std::vector<task_queue*> queues_;  // default_queue_ first
     std::vector<std::unique_ptr<task_queue>> own_queues_;
@@ -237,7 +240,6 @@ class reactor {
     std::unique_ptr<detail::timer_heap> timers_;
     std::unique_ptr<detail::stack_pool> stacks_;
     std::vector<poller*> pollers_;
-    shard_stats stats_;
 
     // Cross-thread state, each on its own cache line so a remote shard
     // reading `sleeping_` does not bounce the lines this shard writes.
