@@ -134,7 +134,7 @@ int main(int argc, char** argv) {
         "with --data-dir: truncate a log at a corrupt record instead of refusing to start")(
         "log-rewrite-factor", po::value<double>()->default_value(2.0),
         "with --data-dir: compact a shard's log when it passes this many times its live data")(
-        "log-rewrite-min-size", po::value<std::string>()->default_value("16M"),
+        "log-rewrite-min-size", po::value<std::string>()->default_value("64M"),
         "with --data-dir: no automatic compaction below this log size");
     // --metrics-port comes from the app shell (percore::app), which serves it.
     return kv_app.run(argc, argv, [&] {

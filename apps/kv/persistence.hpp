@@ -39,7 +39,7 @@ struct persistence_config {
     fsync_mode fsync = fsync_mode::everysec;
     bool repair = false;          // --repair-log: cut a corrupt log instead of refusing to start
     double rewrite_factor = 2.0;  // compact when the log passes factor x live data
-    std::uint64_t rewrite_min_size = 16 << 20;  // ... and at least this many bytes
+    std::uint64_t rewrite_min_size = 64 << 20;  // ... and at least this many bytes
 
     bool enabled() const noexcept { return !data_dir.empty(); }
 };
