@@ -22,7 +22,7 @@ class block_cache {
     static constexpr unsigned kept_per_class = 256;
 
     void* allocate(std::size_t size) {
-        std::size_t c = (size - 1) / class_bytes;
+        const std::size_t c = size_class(size);
         if (c >= classes) return ::operator new(size);
         if (free_block* b = heads_[c]) {
             heads_[c] = b->next;
@@ -32,7 +32,7 @@ class block_cache {
         return ::operator new((c + 1) * class_bytes);
     }
     void free(void* p, std::size_t size) noexcept {
-        std::size_t c = (size - 1) / class_bytes;
+        const std::size_t c = size_class(size);
         if (c < classes && open_ && counts_[c] < kept_per_class) {
             heads_[c] = new (p) free_block{heads_[c]};
             ++counts_[c];
@@ -44,7 +44,7 @@ class block_cache {
     // How many free blocks of the class of `size` are kept (0 for sizes
     // beyond the classes).
     std::size_t kept(std::size_t size) const noexcept {
-        std::size_t c = (size - 1) / class_bytes;
+        const std::size_t c = size_class(size);
         return c < classes ? counts_[c] : 0;
     }
 
@@ -56,6 +56,10 @@ class block_cache {
     bool is_open() const noexcept { return open_; }
 
   private:
+    // 0 for 1..64 bytes, 1 for 65..128...; classes and above are not cached.
+    static constexpr std::size_t size_class(std::size_t size) noexcept {
+        return (size - 1) / class_bytes;
+    }
     struct free_block {
         free_block* next;
     };
