@@ -187,6 +187,30 @@ TEST_CASE("a torn tail is cut at every byte of the last record", "[kv_log]") {
     CHECK(s.result.end == image.size());
 }
 
+TEST_CASE("appends go on while another fiber extends the log", "[kv_log]") {
+    temp_dir dir;
+    const std::string path = dir.path + "/log";
+    std::vector<std::size_t> offsets;
+    const std::string image = make_image(60000, offsets);  // ~2.4 MB: past the first chunk
+    REQUIRE(image.size() > (2u << 20));
+    testing::run_in_reactor([&] {
+        log_appender out(dma_file::create(path, open_options{.allow_buffered_io = true}), 0);
+        // Extends to 16 MiB in many zero writes (as the log's background
+        // extension does) while the appends below run out of the first
+        // chunk and reserve too: every record must still read back.
+        auto extension = spawn([&] { out.reserve(16 << 20); });
+        for (std::size_t pos = 0; pos < image.size(); pos += 4096)
+            out.append(std::string_view(image).substr(pos, 4096));
+        extension.get();
+        CHECK(out.room() >= (16u << 20) - image.size());
+        out.sync();
+        out.close();
+    });
+    const auto s = scan_file(path, false);
+    CHECK(s.keys.size() == 60000);
+    CHECK(s.result.end == image.size());
+}
+
 TEST_CASE("a flipped bit in the middle is an error; --repair-log truncates there", "[kv_log]") {
     temp_dir dir;
     std::vector<std::size_t> offsets;

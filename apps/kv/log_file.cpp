@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 #include <optional>
 
 #include "percore/errors.hpp"
@@ -15,6 +16,15 @@ namespace {
 constexpr std::uint64_t min_chunk = 1 << 20;
 constexpr std::uint64_t max_chunk = 8 << 20;
 constexpr std::size_t read_chunk = 1 << 20;
+// Preallocation zeros go out in writes this small so that a group commit
+// queued behind one waits little (measured at pipeline 16 with the file
+// extended beside the writer: p99 of durable SETs 24-37 ms with 1 MiB
+// writes, 7-9 ms with 128 KiB; 32 KiB lowered p99 further but raised p999).
+constexpr std::uint64_t zero_write = 128 << 10;
+// ... and are made durable every few MiB, so that no fdatasync, this file's
+// or another's, has many MiB to flush at once (on this VM a flush waits for
+// all the guest wrote before it), as Redis's aof-rewrite-incremental-fsync.
+constexpr std::uint64_t sync_every = 4 << 20;
 
 std::uint64_t align_up_to(std::uint64_t v, std::uint64_t a) {
     return (v + a - 1) / a * a;
@@ -111,6 +121,8 @@ log_appender::log_appender(dma_file file, std::uint64_t end)
 
 void log_appender::reserve(std::uint64_t room) {
     if (allocated_ >= end_ + room) return;
+    std::lock_guard lock(*extending_);
+    if (allocated_ >= end_ + room) return;  // the extension waited for covered it
     const std::uint64_t chunk = std::clamp(end_ / 8, min_chunk, max_chunk);
     std::uint64_t target = align_up_to(std::max(end_ + room, allocated_ + chunk), align_);
     try {
@@ -128,7 +140,7 @@ void log_appender::reserve(std::uint64_t room) {
     aligned_buffer zeros;
     if (from < target) {
         zeros = file_.allocate_buffer(
-            static_cast<std::size_t>(std::min<std::uint64_t>(1 << 20, target - from)));
+            static_cast<std::size_t>(std::min<std::uint64_t>(zero_write, target - from)));
         std::memset(zeros.memory(), 0, zeros.capacity());
     }
     for (std::uint64_t pos = from; pos < target;) {
@@ -136,6 +148,7 @@ void log_appender::reserve(std::uint64_t room) {
             static_cast<std::size_t>(std::min<std::uint64_t>(zeros.capacity(), target - pos));
         file_.write_at(pos, zeros.memory(), n);
         pos += n;
+        if ((pos - from) % sync_every == 0 && pos < target) file_.fdatasync();
     }
     allocated_ = target;
 }

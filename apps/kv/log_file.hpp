@@ -7,19 +7,22 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 
 #include "log_format.hpp"
 #include "percore/aligned_buffer.hpp"
 #include "percore/dma_file.hpp"
+#include "percore/sync.hpp"
 
 namespace percore::kv {
 
 // Appends bytes to a log file. The file is kept preallocated (fallocate, zero
 // filled) ahead of the data, so that running out of disk shows up in
 // reserve() before it can fail a write of accepted records, and so the data
-// ends where the first zero header is. One fiber at a time.
+// ends where the first zero header is. One fiber appends and syncs; another
+// may reserve() meanwhile (extending the file ahead without stalling appends).
 class log_appender {
   public:
     log_appender() = default;
@@ -37,6 +40,8 @@ class log_appender {
     // by a chunk (1/8 of the file, 1 to 8 MiB) or just enough when the disk
     // cannot give a chunk; the zeros are written, so appends overwrite written
     // blocks (cheap fdatasync). io_error(ENOSPC) if not even that fits.
+    // One extension at a time: a second caller waits for the first, then
+    // extends only if still needed.
     void reserve(std::uint64_t room);
     // fdatasync: everything appended so far is durable.
     void sync() { file_.fdatasync(); }
@@ -56,6 +61,8 @@ class log_appender {
     std::size_t tail_ = 0;         // bytes of the last, partial block
     std::uint64_t end_ = 0;        // end of the data
     std::uint64_t allocated_ = 0;  // file size (preallocated up to here)
+    // Held while the file is extended (on the heap: the appender moves).
+    std::unique_ptr<mutex> extending_ = std::make_unique<mutex>();
 };
 
 // What scan_log() found.

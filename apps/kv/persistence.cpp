@@ -1,5 +1,6 @@
 #include "persistence.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <filesystem>
@@ -18,8 +19,18 @@ namespace {
 using namespace std::chrono_literals;
 
 constexpr std::uint64_t low_water = 1 << 20;  // preallocated room kept ahead of the data
+// Below this much room a fiber extends the file beside the writer, so group
+// commits never wait for the zero writes of a preallocation (measured, durable
+// SETs at pipeline 16 without compaction: p99 33-52 ms with the writer
+// extending inline, 7-9 ms with this fiber, 2-5 ms for a file preallocated
+// whole at start).
+constexpr std::uint64_t extend_below = 4 << 20;
+// A replaced log is freed in steps this big, this far apart (shard_log::retire).
+constexpr std::uint64_t retire_step = 4 << 20;
+constexpr auto retire_pause = 10ms;
 constexpr auto disk_retry = 250ms;            // how often a full disk is looked at again
-constexpr std::size_t rewrite_chunk = 1 << 20;
+constexpr std::size_t rewrite_chunk = 128 << 10;  // small writes, as log_appender's zeros
+constexpr std::uint64_t rewrite_sync_every = 4 << 20;
 
 std::int64_t expiry_millis(time_point expiry) {
     if (expiry == no_expiry) return 0;
@@ -155,6 +166,8 @@ void shard_log::close() {
     if (rewriter_.valid()) rewriter_.get();  // aborts at its next step, or finishes
     writer_cv_.notify_one();
     if (writer_.valid()) writer_.get();  // writes what is pending first
+    if (extender_.valid()) extender_.get();
+    if (retired_.valid()) retired_.get();
     try {
         if (!failed_) {
             appender_.sync();
@@ -343,8 +356,11 @@ void shard_log::write_batch() {
 }
 
 // Keeps low_water bytes preallocated; a disk that cannot give them is full
-// (writes refused) until it can again.
+// (writes refused) until it can again. Below extend_below, a background fiber
+// extends the file before the writer would have to.
 void shard_log::check_room() {
+    if (appender_.room() < extend_below && appender_.room() >= low_water)
+        extend_in_background(extend_below);
     if (appender_.room() < low_water) {
         try {
             appender_.reserve(low_water);
@@ -364,7 +380,45 @@ void shard_log::check_room() {
     }
 }
 
-// --- compaction ---------------------------------------------------------------------------
+void shard_log::extend_in_background(std::uint64_t room) {
+    if (extending_ || disk_full_ || closing_ || clock::now() < extend_retry_at_) return;
+    if (extender_.valid()) extender_.get();  // the last one, finished
+    extending_ = true;
+    extender_ = spawn(spawn_options{.name = "kv-log-extend"}, [this, room] {
+        try {
+            appender_.reserve(room);
+        } catch (const io_error& e) {
+            // Not fatal here: the writer's own reserve(low_water) reports a
+            // full disk and refuses writes when the room really runs out.
+            if (e.error_number() != ENOSPC)
+                logger().warn("shard {}: extending the log ahead failed: {}", shard_, e.what());
+            extend_retry_at_ = clock::now() + disk_retry;
+        }
+        extending_ = false;
+    });
+}
+
+// --- compaction --------------------------------------------------------------------------
+
+// Frees the replaced log beside the writer, a few MiB at a time: freeing a
+// 77 MB log in one go (its last close) took 66-73 ms, and every group commit
+// waited for it (measured at pipeline 16). The rename that unlinked it was
+// journaled before these truncations, so a crash never finds it cut but named.
+void shard_log::retire(log_appender old) {
+    if (retired_.valid()) retired_.get();  // the one before, long done
+    retired_ = spawn(spawn_options{.name = "kv-log-retire"}, [this, old = std::move(old)]() mutable {
+        try {
+            for (std::uint64_t size = old.file().size(); size > 0 && !closing_;) {
+                size -= std::min(size, retire_step);
+                old.file().truncate(size);
+                sleep_for(retire_pause);
+            }
+            old.close();
+        } catch (const io_error& e) {
+            logger().warn("shard {}: freeing the old log: {}", shard_, e.what());
+        }
+    });
+}
 
 std::uint64_t shard_log::live_log_bytes() const noexcept {
     // Exactly what rewrite() would write now: a header, then one set record
@@ -403,6 +457,7 @@ void shard_log::rewrite() {
         std::string buf;
         encode_header(buf, shard_, shard_count_);
         std::size_t cursor = 0;
+        std::uint64_t synced = 0;
         do {
             if (closing_) throw std::runtime_error("the server is stopping");
             cursor = store_.scan(cursor, 256, [&](const item_view& v) {
@@ -411,6 +466,12 @@ void shard_log::rewrite() {
             if (buf.size() >= rewrite_chunk) {
                 out->append(buf);
                 buf.clear();
+                // A few MiB at a time, so that the switch's fdatasync has little
+                // left to flush (Redis's aof-rewrite-incremental-fsync).
+                if (out->end() - synced >= rewrite_sync_every) {
+                    out->sync();
+                    synced = out->end();
+                }
             }
             maybe_yield();
         } while (cursor != 0);
@@ -474,11 +535,8 @@ void shard_log::finish_rewrite() {
         logger().error("shard {}: fsync of {} after the log rewrite failed: {}", shard_,
                        directory(), e.what());
     }
-    try {
-        appender_.close();
-    } catch (const io_error& e) {
-        logger().warn("shard {}: closing the old log: {}", shard_, e.what());
-    }
+    if (extender_.valid()) extender_.get();  // it works on the old file
+    retire(std::move(appender_));
     appender_ = std::move(*rewrite_appender_);
     rewrite_appender_.reset();
     // The new file holds everything but what came since the tail was taken

@@ -107,10 +107,12 @@ class shard_log final : public store_observer {
     void writer_loop();
     void write_batch();
     void check_room();
+    void extend_in_background(std::uint64_t room);
     void maybe_rewrite();
     void rewrite();
     void finish_rewrite();
     void abort_rewrite(const std::exception& e);
+    void retire(log_appender old);
     std::string snapshot_path() const;
 
     persistence_config config_;
@@ -137,6 +139,10 @@ class shard_log final : public store_observer {
     mutex sync_mutex_;
     condition_variable durable_cv_;  // durable_ moved (or the log failed)
     future<void> writer_;
+    // The fiber extending the log ahead of the writer (check_room).
+    future<void> extender_;
+    bool extending_ = false;
+    time_point extend_retry_at_{};  // after a failed extension, not before this
 
     // Compaction.
     task_queue* compaction_queue_ = nullptr;
@@ -145,6 +151,7 @@ class shard_log final : public store_observer {
     std::string rewrite_tail_;    // records appended since the rewrite began
     std::unique_ptr<log_appender> rewrite_appender_;
     future<void> rewriter_;
+    future<void> retired_;  // closes the log a rewrite replaced
     std::uint64_t rewrites_ = 0;
     std::uint64_t records_ = 0;
     std::uint64_t syncs_ = 0;
