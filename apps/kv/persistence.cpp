@@ -25,6 +25,10 @@ constexpr std::uint64_t low_water = 1 << 20;  // preallocated room kept ahead of
 // extending inline, 7-9 ms with this fiber, 2-5 ms for a file preallocated
 // whole at start).
 constexpr std::uint64_t extend_below = 4 << 20;
+// The most a log gets preallocated ahead in one go (preallocation_room):
+// for a compaction's new log, and for the log opened at start.
+constexpr std::uint64_t max_preallocation = 128 << 20;
+constexpr std::uint64_t start_preallocation = 32 << 20;
 // A replaced log is freed in steps this big, this far apart (shard_log::retire).
 constexpr std::uint64_t retire_step = 4 << 20;
 constexpr auto retire_pause = 10ms;
@@ -145,6 +149,8 @@ void shard_log::open() {
     }
     if (file.size() != scanned.end) file.truncate(scanned.end);
     appender_ = log_appender(std::move(file), scanned.end);
+    // Less at start, which waits for it (~0.1 s) before serving.
+    reserve_if_room(appender_, std::min(preallocation_room(scanned.end), start_preallocation));
     appender_.reserve(low_water);
     if (scanned.end == 0) {
         encode_header(pending_, shard_, shard_count_);
@@ -380,6 +386,29 @@ void shard_log::check_room() {
     }
 }
 
+// A new log (at start, and each compaction's snapshot) is preallocated up to
+// where the next compaction would start, capped: extending the live log makes
+// every commit meanwhile pay for the extent changes in the journal (measured
+// at pipeline 1: p99 5.5 ms while a fiber extends it, 1.6-2.2 ms otherwise).
+std::uint64_t shard_log::preallocation_room(std::uint64_t end) const noexcept {
+    const auto threshold = std::max(
+        config_.rewrite_min_size,
+        static_cast<std::uint64_t>(config_.rewrite_factor * static_cast<double>(live_log_bytes())));
+    // Half again as much: the log grows on while the compaction runs.
+    const std::uint64_t target = threshold + threshold / 2;
+    const std::uint64_t room = target > end ? target - end : 0;
+    return std::clamp(room, extend_below, max_preallocation);
+}
+
+// Reserves `room` if the disk has it; ENOSPC leaves it to the later checks.
+void shard_log::reserve_if_room(log_appender& appender, std::uint64_t room) {
+    try {
+        appender.reserve(room);
+    } catch (const io_error& e) {
+        if (e.error_number() != ENOSPC) throw;
+    }
+}
+
 void shard_log::extend_in_background(std::uint64_t room) {
     if (extending_ || disk_full_ || closing_ || clock::now() < extend_retry_at_) return;
     if (extender_.valid()) extender_.get();  // the last one, finished
@@ -454,34 +483,41 @@ void shard_log::rewrite() {
         dma_file file =
             dma_file::create_truncated(snapshot_path(), open_options{.allow_buffered_io = true});
         auto out = std::make_unique<log_appender>(std::move(file), 0);
-        std::string buf;
-        encode_header(buf, shard_, shard_count_);
-        std::size_t cursor = 0;
+        // Room for a whole cycle, written now on this file rather than later
+        // on the live log beside its commits.
+        reserve_if_room(*out, preallocation_room(0));
+        // Small writes, synced every few MiB (as Redis's
+        // aof-rewrite-incremental-fsync): no commit of the live log waits
+        // behind a big write or a big flush (measured: a catch-up written in
+        // one go stalled commits for 43-58 ms).
         std::uint64_t synced = 0;
-        do {
-            if (closing_) throw std::runtime_error("the server is stopping");
-            cursor = store_.scan(cursor, 256, [&](const item_view& v) {
-                encode_set(buf, v.key, v.value, v.flags, expiry_millis(v.expiry));
-            });
-            if (buf.size() >= rewrite_chunk) {
-                out->append(buf);
-                buf.clear();
-                // A few MiB at a time, so that the switch's fdatasync has little
-                // left to flush (Redis's aof-rewrite-incremental-fsync).
+        auto write_out = [&](std::string& data) {
+            for (std::size_t pos = 0; pos < data.size(); pos += rewrite_chunk) {
+                if (closing_) throw std::runtime_error("the server is stopping");
+                out->append(std::string_view(data).substr(pos, rewrite_chunk));
                 if (out->end() - synced >= rewrite_sync_every) {
                     out->sync();
                     synced = out->end();
                 }
             }
+            data.clear();
+        };
+        std::string buf;
+        encode_header(buf, shard_, shard_count_);
+        std::size_t cursor = 0;
+        do {
+            if (closing_) throw std::runtime_error("the server is stopping");
+            cursor = store_.scan(cursor, 256, [&](const item_view& v) {
+                encode_set(buf, v.key, v.value, v.flags, expiry_millis(v.expiry));
+            });
+            if (buf.size() >= rewrite_chunk) write_out(buf);
             maybe_yield();
         } while (cursor != 0);
         // Catch up with the changes made meanwhile until few are left.
         do {
             buf.append(rewrite_tail_);
             rewrite_tail_.clear();
-            out->append(buf);
-            buf.clear();
-            if (closing_) throw std::runtime_error("the server is stopping");
+            write_out(buf);
         } while (rewrite_tail_.size() > 64 * 1024);
         out->sync();
         rewrite_appender_ = std::move(out);

@@ -108,6 +108,8 @@ class shard_log final : public store_observer {
     void write_batch();
     void check_room();
     void extend_in_background(std::uint64_t room);
+    std::uint64_t preallocation_room(std::uint64_t end) const noexcept;
+    static void reserve_if_room(log_appender& appender, std::uint64_t room);
     void maybe_rewrite();
     void rewrite();
     void finish_rewrite();
