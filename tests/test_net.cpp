@@ -277,6 +277,32 @@ TEST_CASE("a read past its deadline throws timeout_error and leaves the connecti
     });
 }
 
+TEST_CASE("a deadline that was met does not cancel a later read") {
+    using namespace std::chrono_literals;
+    run_in_reactor([] {
+        listener l = listen(loopback_any_port());
+        connection client = connect(l.local_address());
+        connection server = l.accept();
+        char buf[8];
+        // Waits in the ring (nothing is buffered yet) and is met before its deadline.
+        auto first = spawn([&] {
+            sleep_for(5ms);
+            client.write_all(std::string_view("a"));
+        });
+        REQUIRE(server.read(buf, clock::now() + 40ms) == 1);
+        first.get();
+        // The same call waits again past the first deadline: its operation
+        // (same stack slot, same user_data) must not be the one cancelled.
+        auto second = spawn([&] {
+            sleep_for(80ms);
+            client.write_all(std::string_view("b"));
+        });
+        REQUIRE(server.read(buf, clock::now() + 10s) == 1);
+        second.get();
+        CHECK(buf[0] == 'b');
+    });
+}
+
 TEST_CASE("streams: lines, records, limits and EOF") {
     run_in_reactor([] {
         listener l = listen(loopback_any_port());

@@ -10,6 +10,7 @@
 
 #include "percore/clock.hpp"
 #include "percore/detail/fiber_base.hpp"
+#include "percore/timer.hpp"
 
 namespace percore {
 
@@ -65,23 +66,27 @@ int submit_io(Prepare&& prepare) {
 }
 
 namespace detail {
-// Links a timeout to the SQE just prepared (which must be the last one).
-void link_deadline(io_uring_sqe* sqe, __kernel_timespec* ts, time_point deadline);
+// Arms `alarm` to cancel the operation whose user_data is `handler` at
+// `deadline`; sets `expired` when it does.
+void arm_cancel_at(timer& alarm, completion_handler* handler, time_point deadline, bool& expired);
 }  // namespace detail
 
-// As submit_io, but the kernel cancels the operation at `deadline`; a
-// cancelled operation then returns -ETIME (not -ECANCELED) so callers can
-// tell a deadline from an explicit cancel.
+// As submit_io, but the operation is cancelled at `deadline`; it then returns
+// -ETIME (not -ECANCELED) so callers can tell a deadline from an explicit
+// cancel. The deadline is a shard timer, not a linked kernel timeout: arming
+// and cancelling one costs tens of nanoseconds, against an extra SQE and a
+// kernel hrtimer per operation (measured: ~9 % of the CPU of kv at pipeline 1,
+// whose every read carries its --idle-timeout).
 template <typename Prepare>
 int submit_io(Prepare&& prepare, std::optional<time_point> deadline) {
     if (!deadline) return submit_io(std::forward<Prepare>(prepare));
     fiber_completion c;
-    __kernel_timespec ts{};
-    io_uring_sqe* sqe = get_sqe(&c, 1);
-    prepare(sqe);
-    detail::link_deadline(sqe, &ts, *deadline);
+    prepare(get_sqe(&c));
+    bool expired = false;
+    timer alarm;  // destroyed (disarmed) first
+    detail::arm_cancel_at(alarm, &c, *deadline, expired);
     c.wait();
-    if (c.result() == -ECANCELED && clock::now() >= *deadline) return -ETIME;
+    if (c.result() == -ECANCELED && expired) return -ETIME;
     return c.result();
 }
 
