@@ -32,7 +32,7 @@ constexpr std::uint64_t start_preallocation = 32 << 20;
 // A replaced log is freed in steps this big, this far apart (shard_log::retire).
 constexpr std::uint64_t retire_step = 4 << 20;
 constexpr auto retire_pause = 10ms;
-constexpr auto disk_retry = 250ms;            // how often a full disk is looked at again
+constexpr auto disk_retry = 250ms;                // how often a full disk is looked at again
 constexpr std::size_t rewrite_chunk = 128 << 10;  // small writes, as log_appender's zeros
 constexpr std::uint64_t rewrite_sync_every = 4 << 20;
 
@@ -435,18 +435,19 @@ void shard_log::extend_in_background(std::uint64_t room) {
 // journaled before these truncations, so a crash never finds it cut but named.
 void shard_log::retire(log_appender old) {
     if (retired_.valid()) retired_.get();  // the one before, long done
-    retired_ = spawn(spawn_options{.name = "kv-log-retire"}, [this, old = std::move(old)]() mutable {
-        try {
-            for (std::uint64_t size = old.file().size(); size > 0 && !closing_;) {
-                size -= std::min(size, retire_step);
-                old.file().truncate(size);
-                sleep_for(retire_pause);
+    retired_ =
+        spawn(spawn_options{.name = "kv-log-retire"}, [this, old = std::move(old)]() mutable {
+            try {
+                for (std::uint64_t size = old.file().size(); size > 0 && !closing_;) {
+                    size -= std::min(size, retire_step);
+                    old.file().truncate(size);
+                    sleep_for(retire_pause);
+                }
+                old.close();
+            } catch (const io_error& e) {
+                logger().warn("shard {}: freeing the old log: {}", shard_, e.what());
             }
-            old.close();
-        } catch (const io_error& e) {
-            logger().warn("shard {}: freeing the old log: {}", shard_, e.what());
-        }
-    });
+        });
 }
 
 std::uint64_t shard_log::live_log_bytes() const noexcept {
