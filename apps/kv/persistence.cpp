@@ -36,6 +36,15 @@ constexpr auto disk_retry = 250ms;                // how often a full disk is lo
 constexpr std::size_t rewrite_chunk = 128 << 10;  // small writes, as log_appender's zeros
 constexpr std::uint64_t rewrite_sync_every = 4 << 20;
 
+// Reserves `room` if the disk has it; ENOSPC leaves it to the later checks.
+void reserve_if_room(log_appender& appender, std::uint64_t room) {
+    try {
+        appender.reserve(room);
+    } catch (const io_error& e) {
+        if (e.error_number() != ENOSPC) throw;
+    }
+}
+
 std::int64_t expiry_millis(time_point expiry) {
     if (expiry == no_expiry) return 0;
     return std::max<std::int64_t>(to_unix_millis(expiry), 1);
@@ -400,19 +409,12 @@ std::uint64_t shard_log::preallocation_room(std::uint64_t end) const noexcept {
     return std::clamp(room, extend_below, max_preallocation);
 }
 
-// Reserves `room` if the disk has it; ENOSPC leaves it to the later checks.
-void shard_log::reserve_if_room(log_appender& appender, std::uint64_t room) {
-    try {
-        appender.reserve(room);
-    } catch (const io_error& e) {
-        if (e.error_number() != ENOSPC) throw;
-    }
-}
-
 void shard_log::extend_in_background(std::uint64_t room) {
-    if (extending_ || disk_full_ || closing_ || clock::now() < extend_retry_at_) return;
-    if (extender_.valid()) extender_.get();  // the last one, finished
-    extending_ = true;
+    if (disk_full_ || closing_ || clock::now() < extend_retry_at_) return;
+    if (extender_.valid()) {
+        if (!extender_.available()) return;  // one extension at a time
+        extender_.get();
+    }
     extender_ = spawn(spawn_options{.name = "kv-log-extend"}, [this, room] {
         try {
             appender_.reserve(room);
@@ -423,7 +425,6 @@ void shard_log::extend_in_background(std::uint64_t room) {
                 logger().warn("shard {}: extending the log ahead failed: {}", shard_, e.what());
             extend_retry_at_ = clock::now() + disk_retry;
         }
-        extending_ = false;
     });
 }
 

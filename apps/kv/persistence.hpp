@@ -109,7 +109,6 @@ class shard_log final : public store_observer {
     void check_room();
     void extend_in_background(std::uint64_t room);
     std::uint64_t preallocation_room(std::uint64_t end) const noexcept;
-    static void reserve_if_room(log_appender& appender, std::uint64_t room);
     void maybe_rewrite();
     void rewrite();
     void finish_rewrite();
@@ -143,7 +142,6 @@ class shard_log final : public store_observer {
     future<void> writer_;
     // The fiber extending the log ahead of the writer (check_room).
     future<void> extender_;
-    bool extending_ = false;
     time_point extend_retry_at_{};  // after a failed extension, not before this
 
     // Compaction.
