@@ -64,6 +64,7 @@ TEST_CASE("kv forwarder: operations run on their shard, replies in order", "[kv]
         REQUIRE(f.shards() == 2);
         // Tag i runs on shard i % 2 (or 2 for every third) and writes "<i>@<shard> ".
         struct exec_t {
+            std::string_view key(std::uint32_t) const noexcept { return {}; }
             void operator()(db_shard&, std::uint32_t tag, std::string& out) const {
                 out += std::to_string(tag) + "@" + std::to_string(this_shard_id()) + " ";
             }
@@ -104,6 +105,7 @@ TEST_CASE("kv forwarder: an exception on a shard reaches the caller after the ba
     with_db([](db& database) {
         forwarder f(database);
         struct exec_t {
+            std::string_view key(std::uint32_t) const noexcept { return {}; }
             void operator()(db_shard&, std::uint32_t tag, std::string& out) const {
                 if (tag == 3) throw std::runtime_error("op 3 failed");
                 out += "ok";

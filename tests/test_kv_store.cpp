@@ -188,6 +188,37 @@ TEST_CASE("kv store: the active expiry timer runs on its shard", "[kv]") {
     });
 }
 
+TEST_CASE("kv lru_list: CLOCK gives used items a second chance, never evicts keep", "[kv]") {
+    struct node {
+        node* lru_prev = nullptr;
+        node* lru_next = nullptr;
+        bool recently_used = false;
+    };
+    node a, b, c;
+    using list_type = kv::detail::lru_list<node>;
+    list_type list;
+    for (node* n : {&a, &b, &c}) list.push_front(n);  // a is the oldest
+    CHECK(list.victim(nullptr) == &a);
+    list_type::mark_used(&a);
+    // a was used: it goes to the head unmarked, and b (the next oldest) is chosen.
+    CHECK(list.victim(nullptr) == &b);
+    CHECK(list.head() == &a);
+    CHECK(!a.recently_used);
+    // keep is skipped like a used item.
+    CHECK(list.victim(&b) == &c);
+    // Every item used: one pass clears the marks, then the oldest goes.
+    for (node* n : {&a, &b, &c}) list_type::mark_used(n);
+    node* oldest = list.tail();
+    CHECK(list.victim(nullptr) == oldest);
+    // The only item is keep: nothing to evict.
+    list_type single;
+    node d;
+    single.push_front(&d);
+    list_type::mark_used(&d);
+    CHECK(single.victim(&d) == nullptr);
+    CHECK(single.victim(nullptr) == &d);
+}
+
 TEST_CASE("kv store: LRU eviction and refusal when full", "[kv]") {
     const std::string value(1000, 'v');
     store_config config;

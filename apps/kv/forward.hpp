@@ -14,7 +14,9 @@
 // on the owner shard and appends the reply bytes to `out`. exec may read the
 // connection's buffers (the connection's fiber waits for the whole batch);
 // it must not suspend (the store is then consistent per shard, and requests
-// of one key keep their order).
+// of one key keep their order). `exec.key(tag)` names the key the operation
+// looks up (empty if none), so a group's store lookups are prefetched
+// together before they run.
 //
 // Nothing is allocated per operation once a connection's vectors and reply
 // buffers have grown to its usual batch size; they are reused batch after batch.
@@ -77,6 +79,7 @@ class forwarder {
         if (groups_[local_].size() == order_.size()) {
             // Everything is local: write straight to the output.
             db_shard& shard = db_.local();
+            prefetch(exec, shard, groups_[local_]);
             for (std::uint32_t tag : groups_[local_]) {
                 exec(shard, tag, out);
                 if (ends) ends->push_back(out.size());
@@ -120,10 +123,17 @@ class forwarder {
         db_shard& shard = db_.local();
         std::string& out = replies_[s];
         auto& ends = reply_ends_[s];
+        prefetch(exec, shard, groups_[s]);
         for (std::uint32_t tag : groups_[s]) {
             exec(shard, tag, out);
             ends.push_back(static_cast<std::uint32_t>(out.size()));
         }
+    }
+
+    template <typename Exec>
+    static void prefetch(const Exec& exec, db_shard& shard,
+                         const std::vector<std::uint32_t>& tags) {
+        shard.store().prefetch_batch(tags.size(), [&](std::size_t i) { return exec.key(tags[i]); });
     }
 
     void merge(std::string& out, std::vector<std::size_t>* ends) {

@@ -73,6 +73,7 @@ class session {
         session* self;
         void operator()(db_shard& shard, std::uint32_t tag, std::string& out) const;
         void run(db_shard& shard, std::uint32_t tag, std::string& out) const;
+        std::string_view key(std::uint32_t tag) const noexcept { return self->ops_[tag].key; }
     };
     process_result process_requests(std::string_view input, std::string& out);
     // Whether `more` reply bytes would take this shard's part of the batch

@@ -73,6 +73,7 @@ enum class resp_cmd : std::uint8_t {
     time,
     lastsave,
     // Internal steps of multi-key commands (argv holds just the key [value]).
+    // They come last: keyed_key() tells them apart by that.
     step_mget,
     step_mset,
     step_del,
@@ -116,6 +117,10 @@ struct resp_settings {
 // sent (for steps: key [value]). The arity was checked by the caller.
 void execute_keyed(resp_cmd cmd, std::span<const std::string_view> argv, store& st,
                    const resp_settings& settings, std::string& out);
+// The key execute_keyed works on: argv[0] for a step, argv[1] otherwise.
+inline std::string_view keyed_key(resp_cmd cmd, std::span<const std::string_view> argv) noexcept {
+    return cmd >= resp_cmd::step_mget ? argv[0] : argv[1];
+}
 
 // ASCII case-insensitive equality: command names and options.
 bool iequals(std::string_view a, std::string_view b) noexcept;

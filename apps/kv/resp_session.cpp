@@ -48,6 +48,10 @@ void run_batch(shard_batch& batch, const std::vector<std::string_view>& args, st
     // the first reply always fits (bounded by the value size); a batch whose
     // replies pile up past its share stops here.
     const std::size_t share = settings.max_output_buffer / shard_count();
+    st.prefetch_batch(batch.ops.size(), [&](std::size_t i) {
+        const batch_op& op = batch.ops[i];
+        return keyed_key(op.cmd, std::span(args.data() + op.arg_begin, op.arg_count));
+    });
     for (const batch_op& op : batch.ops) {
         if (!batch.out.empty() && batch.out.size() > share) {
             batch.overflow = true;

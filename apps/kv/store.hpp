@@ -21,10 +21,13 @@
 //
 // Memory: every item is one allocation (header + key + value); its footprint
 // plus the hash table is charged against store_config::max_memory. When a set
-// does not fit, the least recently used items are evicted, or with
+// does not fit, the least recently used items are evicted (CLOCK's
+// approximation of LRU, like Redis's allkeys-lru is one), or with
 // evict = false the set fails with store_result::no_memory.
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -189,6 +192,30 @@ class store {
     // Looks a key up without counting or touching the LRU (EXISTS, TTL, TYPE...).
     // Still removes the key if it expired.
     std::optional<item_view> peek(std::string_view key);
+    // Starts loading the bucket of a key's hash into the cache, so that a
+    // batch of lookups overlaps its cache misses instead of paying them in turn.
+    void prefetch(std::uint64_t hash) const noexcept {
+        __builtin_prefetch(&buckets_[hash & (buckets_.size() - 1)]);
+    }
+    // The second step, once the bucket has had time to arrive: starts loading
+    // the first item of its chain (header and key).
+    void prefetch_item(std::uint64_t hash) const noexcept;
+    // Both steps for the first keys of a batch about to be looked up in turn
+    // (a pipelined read's requests): all buckets, then all first items, so
+    // the batch's cache misses overlap instead of adding up. key_at(i) is
+    // the i-th key.
+    template <typename KeyAt>
+    void prefetch_batch(std::size_t count, KeyAt key_at) const noexcept {
+        constexpr std::size_t most = 32;  // their lines stay well inside L2
+        std::array<std::uint64_t, most> hashes;
+        count = std::min(count, most);
+        if (count < 2) return;  // one lookup gains nothing
+        for (std::size_t i = 0; i < count; ++i) {
+            hashes[i] = key_hash(key_at(i));
+            prefetch(hashes[i]);
+        }
+        for (std::size_t i = 0; i < count; ++i) prefetch_item(hashes[i]);
+    }
 
     // --- writes ------------------------------------------------------------
 
@@ -301,6 +328,7 @@ struct store::item {
     std::uint32_t flags;
     std::uint32_t key_size;
     std::uint32_t value_size;
+    bool recently_used;  // hit since eviction last passed it (lru_list)
     char* data() noexcept { return reinterpret_cast<char*>(this + 1); }
     const char* data() const noexcept { return reinterpret_cast<const char*>(this + 1); }
     std::string_view key() const noexcept { return {data(), key_size}; }

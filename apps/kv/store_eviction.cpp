@@ -15,8 +15,7 @@ namespace percore::kv {
 bool store::make_room(std::size_t bytes, const item* keep) {
     while (memory_used() + bytes > config_.max_memory) {
         if (!config_.evict) return false;
-        item* victim = lru_.tail();
-        if (victim == keep) victim = victim->lru_prev;
+        item* victim = lru_.victim(keep);
         if (!victim) return false;
         unlink_and_free(victim);
         ++stats_.evictions;
@@ -25,7 +24,7 @@ bool store::make_room(std::size_t bytes, const item* keep) {
 }
 
 void store::lru_bump(item* it) noexcept {
-    lru_.bump(it);
+    detail::lru_list<item>::mark_used(it);
 }
 
 // --- expiry ------------------------------------------------------------------

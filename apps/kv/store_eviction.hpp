@@ -12,15 +12,21 @@
 
 namespace percore::kv::detail {
 
-// Items in order of last use. Item has `Item* lru_prev, *lru_next`.
+// Items in order of last use, approximately: CLOCK (second chance). A hit
+// only marks the item used (`Item::recently_used`); the list is reordered
+// when eviction reaches a marked item at the tail, which goes back to the
+// head unmarked. A strict LRU moves the item on every hit and so touches its
+// two neighbours, two cache misses per GET on a table larger than the caches
+// (perf/micro_store.cpp). Item has `Item* lru_prev, *lru_next; bool recently_used`.
 template <typename Item>
 class lru_list {
   public:
-    Item* head() const noexcept { return head_; }  // most recently used
-    Item* tail() const noexcept { return tail_; }  // next eviction victim
+    Item* head() const noexcept { return head_; }  // most recently linked or given a second chance
+    Item* tail() const noexcept { return tail_; }
 
-    // Links a new item as the most recently used.
+    // Links a new item at the head, unmarked.
     void push_front(Item* it) noexcept {
+        it->recently_used = false;
         it->lru_prev = nullptr;
         it->lru_next = head_;
         if (head_) head_->lru_prev = it;
@@ -37,18 +43,24 @@ class lru_list {
         else
             tail_ = it->lru_prev;
     }
-    // Marks a linked item as the most recently used.
-    void bump(Item* it) noexcept {
-        if (it == head_) return;
-        it->lru_prev->lru_next = it->lru_next;
-        if (it->lru_next)
-            it->lru_next->lru_prev = it->lru_prev;
-        else
-            tail_ = it->lru_prev;
-        it->lru_prev = nullptr;
-        it->lru_next = head_;
-        head_->lru_prev = it;
-        head_ = it;
+    // Marks a linked item as used; the write is skipped when already marked
+    // so a hot item's cache line stays clean.
+    static void mark_used(Item* it) noexcept {
+        if (!it->recently_used) it->recently_used = true;
+    }
+    // The next item to evict: the tail, after giving every marked item met
+    // on the way (and `keep`) a second chance at the head. nullptr if `keep`
+    // is the only item. Each step clears a mark set by a hit, so the work
+    // is paid for by earlier hits.
+    Item* victim(const Item* keep) noexcept {
+        while (Item* it = tail_) {
+            if (it != keep && !it->recently_used) return it;
+            if (it == head_) return it == keep ? nullptr : it;
+            it->recently_used = false;
+            remove(it);
+            push_front(it);
+        }
+        return nullptr;
     }
     // Forgets every item (the caller frees them).
     void clear() noexcept { head_ = tail_ = nullptr; }
