@@ -133,7 +133,7 @@ class forwarder {
     template <typename Exec>
     static void prefetch(const Exec& exec, db_shard& shard,
                          const std::vector<std::uint32_t>& tags) {
-        shard.store().prefetch_batch(tags.size(), [&](std::size_t i) { return exec.key(tags[i]); });
+        shard.store().prefetch_keys(tags.size(), [&](std::size_t i) { return exec.key(tags[i]); });
     }
 
     void merge(std::string& out, std::vector<std::size_t>* ends) {

@@ -3,6 +3,7 @@
 #include "resp_session.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <exception>
 
@@ -48,7 +49,7 @@ void run_batch(shard_batch& batch, const std::vector<std::string_view>& args, st
     // the first reply always fits (bounded by the value size); a batch whose
     // replies pile up past its share stops here.
     const std::size_t share = settings.max_output_buffer / shard_count();
-    st.prefetch_batch(batch.ops.size(), [&](std::size_t i) {
+    st.prefetch_keys(batch.ops.size(), [&](std::size_t i) {
         const batch_op& op = batch.ops[i];
         return keyed_key(op.cmd, std::span(args.data() + op.arg_begin, op.arg_count));
     });
@@ -82,7 +83,9 @@ resp_session::resp_session(resp_frontend& fe, percore::connection& conn)
 void resp_session::run() {
     connection_state& s = *state_;
     for (;;) {
+        s.looked_ahead_to = s.begin;  // new bytes: look at them
         while (!closing_) {
+            if (s.begin >= s.looked_ahead_to) look_ahead();
             auto st = parser_.parse({s.input.get() + s.begin, s.end - s.begin});
             if (st == resp_parser::status::need_more) break;
             if (st == resp_parser::status::error) {
@@ -110,6 +113,34 @@ void resp_session::run() {
         }
         if (!read_more()) return;
     }
+}
+
+// Parses up to store::max_prefetch requests ahead of the next one to run
+// and prefetches the keys this shard owns, so that the lookups of a pipeline
+// overlap their cache misses (store::prefetch). Parsing only reads the
+// bytes (the requests are parsed again to run them), so this changes
+// nothing but timing; it stops at an inline request, which parsing
+// unescapes in place, and does nothing before AUTH (other parser limits).
+void resp_session::look_ahead() {
+    connection_state& s = *state_;
+    s.looked_ahead_to = s.end;  // unless the window fills up below
+    if (!authenticated_) return;
+    resp_parser ahead(parser_.limits());
+    std::array<std::uint64_t, store::max_prefetch> hashes;
+    std::size_t owned = 0;
+    std::size_t at = s.begin;
+    const unsigned self = this_shard_id();
+    for (std::size_t parsed = 0; parsed < hashes.size(); ++parsed) {
+        if (at == s.end || s.input[at] != '*') break;
+        if (ahead.parse({s.input.get() + at, s.end - at}) != resp_parser::status::complete) break;
+        at += ahead.consumed();
+        if (parsed + 1 == hashes.size()) s.looked_ahead_to = at;  // more may follow
+        const resp_args& argv = ahead.args();
+        if (argv.size() < 2) continue;
+        const std::uint64_t hash = key_hash(argv[1]);
+        if (owner_shard_of_hash(hash, shard_count()) == self) hashes[owned++] = hash;
+    }
+    shared_.stores[self]->prefetch(std::span(hashes.data(), owned));
 }
 
 // Makes room for what the parser wants and reads; false at EOF or when

@@ -60,8 +60,9 @@ struct reply_plan {
 struct connection_state {
     std::unique_ptr<char[]> input;
     std::size_t capacity = 0;
-    std::size_t begin = 0;  // first byte not consumed
-    std::size_t end = 0;    // end of the bytes read
+    std::size_t begin = 0;            // first byte not consumed
+    std::size_t end = 0;              // end of the bytes read
+    std::size_t looked_ahead_to = 0;  // look_ahead() saw the requests before this offset
     std::vector<std::string_view> args;
     std::vector<shard_batch> batches;
     std::vector<reply_plan> plans;
@@ -123,6 +124,7 @@ class resp_session {
     // Makes room for what the parser wants and reads; false at EOF or when
     // the request would pass the query buffer limit (Redis closes then too).
     bool read_more();
+    void look_ahead();
     void send();
 
     // Writes a reply now when nothing is pending, else after the pending ones.

@@ -180,10 +180,18 @@ store::item* store::find(std::string_view key, std::uint64_t hash) noexcept {
     return nullptr;
 }
 
-void store::prefetch_item(std::uint64_t hash) const noexcept {
-    if (const item* it = buckets_[hash & (buckets_.size() - 1)]) {
-        __builtin_prefetch(it);
-        __builtin_prefetch(reinterpret_cast<const char*>(it) + 64);
+void store::prefetch(std::span<const std::uint64_t> hashes) const noexcept {
+    if (hashes.size() < 2) return;  // one lookup has nothing to overlap with
+    hashes = hashes.first(std::min(hashes.size(), max_prefetch));
+    const std::size_t mask = buckets_.size() - 1;
+    for (std::uint64_t hash : hashes) __builtin_prefetch(&buckets_[hash & mask]);
+    // By now the first buckets have arrived; an item's header and key may
+    // straddle two lines.
+    for (std::uint64_t hash : hashes) {
+        if (const item* it = buckets_[hash & mask]) {
+            __builtin_prefetch(it);
+            __builtin_prefetch(reinterpret_cast<const char*>(it) + 64);
+        }
     }
 }
 

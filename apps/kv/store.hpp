@@ -31,6 +31,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -192,30 +193,22 @@ class store {
     // Looks a key up without counting or touching the LRU (EXISTS, TTL, TYPE...).
     // Still removes the key if it expired.
     std::optional<item_view> peek(std::string_view key);
-    // Starts loading the bucket of a key's hash into the cache, so that a
-    // batch of lookups overlaps its cache misses instead of paying them in turn.
-    void prefetch(std::uint64_t hash) const noexcept {
-        __builtin_prefetch(&buckets_[hash & (buckets_.size() - 1)]);
-    }
-    // The second step, once the bucket has had time to arrive: starts loading
-    // the first item of its chain (header and key).
-    void prefetch_item(std::uint64_t hash) const noexcept;
-    // Both steps for the first keys of a batch about to be looked up in turn
-    // (a pipelined read's requests): all buckets, then all first items, so
-    // the batch's cache misses overlap instead of adding up. key_at(i) is
-    // the i-th key.
+    // Starts loading into the cache the buckets, then the first items, of a
+    // batch of keys about to be looked up in turn (a pipelined read's
+    // requests), so the batch's cache misses overlap instead of adding up.
+    // Each hash is key_hash() of a key; only the first 32 are used (their
+    // lines stay well inside L2).
+    void prefetch(std::span<const std::uint64_t> hashes) const noexcept;
+    // prefetch() of the keys key_at(0) ... key_at(count - 1).
     template <typename KeyAt>
-    void prefetch_batch(std::size_t count, KeyAt key_at) const noexcept {
-        constexpr std::size_t most = 32;  // their lines stay well inside L2
-        std::array<std::uint64_t, most> hashes;
-        count = std::min(count, most);
-        if (count < 2) return;  // one lookup gains nothing
-        for (std::size_t i = 0; i < count; ++i) {
-            hashes[i] = key_hash(key_at(i));
-            prefetch(hashes[i]);
-        }
-        for (std::size_t i = 0; i < count; ++i) prefetch_item(hashes[i]);
+    void prefetch_keys(std::size_t count, KeyAt key_at) const noexcept {
+        if (count < 2) return;
+        std::array<std::uint64_t, max_prefetch> hashes;
+        count = std::min(count, max_prefetch);
+        for (std::size_t i = 0; i < count; ++i) hashes[i] = key_hash(key_at(i));
+        prefetch(std::span(hashes.data(), count));
     }
+    static constexpr std::size_t max_prefetch = 32;
 
     // --- writes ------------------------------------------------------------
 
