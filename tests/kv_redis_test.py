@@ -392,6 +392,20 @@ class KvRedisTest(unittest.TestCase):
         out = raw_until(self.port, b"SET inl \"a b\\x41\"\r\nGET inl\r\n\r\nPING\n", 22)
         self.assertEqual(out, b"+OK\r\n$4\r\na bA\r\n+PONG\r\n")
 
+    def test_long_pipeline_with_inline_requests(self):
+        # More requests than the session looks ahead at (32), and an inline
+        # one among them with an escape (parsing unescapes in place, so the
+        # look-ahead must stop there): every reply in order.
+        def bulk(*args):
+            return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+        data = b"".join(bulk(b"SET", b"pl:%d" % i, b"v%d" % i) for i in range(50))
+        data += b'GET "pl:\\x37"\r\n'
+        data += b"".join(bulk(b"GET", b"pl:%d" % i) for i in range(50))
+        expected = b"+OK\r\n" * 50 + b"$2\r\nv7\r\n"
+        expected += b"".join(b"$%d\r\nv%d\r\n" % (len(b"v%d" % i), i) for i in range(50))
+        self.assertEqual(raw_until(self.port, data, len(expected)), expected)
+
     def test_cross_protocol(self):
         r = self.r
         mc = MemcacheClient(("127.0.0.1", self.kv.memcache_port), timeout=WAIT, default_noreply=False)
