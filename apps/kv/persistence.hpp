@@ -5,9 +5,11 @@
 //
 // The store reports changes through store_observer without suspending: the
 // records go to an in-memory buffer, and one writer fiber per shard writes
-// what accumulated in one direct write (then one fdatasync with --fsync
-// always): group commit. With always, a front end calls db_shard::sync()
-// before sending replies, which suspends until its changes are durable.
+// what accumulated in one direct write: group commit. With --fsync always a
+// second fiber, the syncer, makes what was written durable with one
+// fdatasync while the writer writes the next group, and a front end calls
+// db_shard::sync() before sending replies, which suspends until its changes
+// are durable.
 #pragma once
 
 #include <cstdint>
@@ -106,6 +108,8 @@ class shard_log final : public store_observer {
     void appended(std::size_t bytes);
     void writer_loop();
     void write_batch();
+    void syncer_loop();
+    void wait_for_syncer();
     void check_room();
     void extend_in_background(std::uint64_t room);
     std::uint64_t preallocation_room(std::uint64_t end) const noexcept;
@@ -127,7 +131,10 @@ class shard_log final : public store_observer {
     std::string writing_;         // the batch being written
     std::uint64_t appended_ = 0;  // records' bytes appended since open (a sequence number)
     std::uint64_t durable_ = 0;   // ... of which durable (always) / written (other modes)
-    bool synced_ = true;          // everything written was fdatasync'ed
+    std::uint64_t written_ = 0;   // always: ... of which written, for the syncer to sync
+    bool syncing_ = false;        // the syncer is in an fdatasync
+    bool stop_syncer_ = false;
+    bool synced_ = true;  // everything written was fdatasync'ed
     time_point last_sync_{};
     bool disk_full_ = false;
     bool failed_ = false;
@@ -140,6 +147,11 @@ class shard_log final : public store_observer {
     mutex sync_mutex_;
     condition_variable durable_cv_;  // durable_ moved (or the log failed)
     future<void> writer_;
+    // --fsync always: syncs what the writer wrote while it writes the next
+    // batch, so a batch's write overlaps the previous batch's fdatasync.
+    future<void> syncer_;
+    mutex syncer_mutex_;
+    condition_variable syncer_cv_;  // work for the syncer
     // The fiber extending the log ahead of the writer (check_room).
     future<void> extender_;
     time_point extend_retry_at_{};  // after a failed extension, not before this
