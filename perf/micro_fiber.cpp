@@ -1,7 +1,9 @@
 // Fiber and timer costs, measured inside a real reactor.
 #include <benchmark/benchmark.h>
 
+#include <cstddef>
 #include <memory>
+#include <new>
 #include <vector>
 
 #include "percore/fiber.hpp"
@@ -64,3 +66,27 @@ static void timer_arm_cancel_earliest(benchmark::State& state) {
 }
 BENCHMARK(timer_arm_cancel);
 BENCHMARK(timer_arm_cancel_earliest);
+
+// 1 000 connections' read deadlines: each timer in its own 16 KiB block (as
+// on its fiber's stack, so out of the caches by its turn), cancelled and
+// re-armed later round robin, as each read completes and the next one starts.
+static void timer_rearm_cold(benchmark::State& state) {
+    constexpr std::size_t count = 1000, spacing = 16 * 1024;
+    std::vector<std::unique_ptr<std::byte[]>> blocks;
+    std::vector<timer*> timers;
+    for (std::size_t i = 0; i < count; ++i) {
+        blocks.push_back(std::make_unique<std::byte[]>(spacing));
+        timers.push_back(new (blocks.back().get()) timer([] {}));
+        timers.back()->arm(std::chrono::seconds(300) + std::chrono::microseconds(i));
+    }
+    std::size_t next = 0;
+    auto delay = std::chrono::seconds(300);
+    for (auto _ : state) {
+        timer* t = timers[next];
+        t->cancel();
+        t->arm(delay);
+        next = next + 1 == count ? 0 : next + 1;
+    }
+    for (timer* t : timers) t->~timer();
+}
+BENCHMARK(timer_rearm_cold);

@@ -9,51 +9,51 @@ namespace percore {
 namespace detail {
 
 void timer_heap::insert(timer* t) {
-    heap_.push_back(t);
-    place(heap_.size() - 1, t);
+    heap_.push_back({t->when_, t});
+    place(heap_.size() - 1, heap_.back());
     sift_up(heap_.size() - 1);
 }
 
 void timer_heap::remove(timer* t) noexcept {
     std::size_t i = t->heap_index_;
     t->heap_index_ = timer::not_armed;
-    timer* last = heap_.back();
+    entry last = heap_.back();
     heap_.pop_back();
     if (i == heap_.size()) return;
     place(i, last);
     sift_up(i);
-    sift_down(last->heap_index_);
+    sift_down(last.owner->heap_index_);
 }
 
 void timer_heap::sift_up(std::size_t i) noexcept {
-    timer* t = heap_[i];
+    entry e = heap_[i];
     while (i > 0) {
         std::size_t parent = (i - 1) / 2;
-        if (heap_[parent]->when_ <= t->when_) break;
+        if (heap_[parent].when <= e.when) break;
         place(i, heap_[parent]);
         i = parent;
     }
-    place(i, t);
+    place(i, e);
 }
 
 void timer_heap::sift_down(std::size_t i) noexcept {
-    timer* t = heap_[i];
+    entry e = heap_[i];
     std::size_t n = heap_.size();
     for (;;) {
         std::size_t child = 2 * i + 1;
         if (child >= n) break;
-        if (child + 1 < n && heap_[child + 1]->when_ < heap_[child]->when_) ++child;
-        if (t->when_ <= heap_[child]->when_) break;
+        if (child + 1 < n && heap_[child + 1].when < heap_[child].when) ++child;
+        if (e.when <= heap_[child].when) break;
         place(i, heap_[child]);
         i = child;
     }
-    place(i, t);
+    place(i, e);
 }
 
 std::size_t timer_heap::fire_expired(time_point now) {
     std::size_t fired = 0;
-    while (!heap_.empty() && heap_.front()->when_ <= now) {
-        timer* t = heap_.front();
+    while (!heap_.empty() && heap_.front().when <= now) {
+        timer* t = heap_.front().owner;
         remove(t);
         if (t->period_.count() > 0) {
             t->when_ += t->period_;
