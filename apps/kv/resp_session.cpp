@@ -85,7 +85,6 @@ void resp_session::run() {
     for (;;) {
         s.looked_ahead_to = s.begin;  // new bytes: look at them
         while (!closing_) {
-            if (s.begin >= s.looked_ahead_to) look_ahead();
             auto st = parser_.parse({s.input.get() + s.begin, s.end - s.begin});
             if (st == resp_parser::status::need_more) break;
             if (st == resp_parser::status::error) {
@@ -97,6 +96,8 @@ void resp_session::run() {
             }
             s.begin += parser_.consumed();
             partial_since_.reset();  // progress: a whole request came
+            // More came with it (a pipeline): prefetch their keys together.
+            if (s.begin < s.end && s.begin >= s.looked_ahead_to) look_ahead(parser_.args());
             if (!parser_.args().empty()) handle(parser_.args());
             if (s.plans.size() >= max_pending_requests || out_.size() >= send_threshold) {
                 flush();
@@ -115,30 +116,35 @@ void resp_session::run() {
     }
 }
 
-// Parses up to store::max_prefetch requests ahead of the next one to run
-// and prefetches the keys this shard owns, so that the lookups of a pipeline
-// overlap their cache misses (store::prefetch). Parsing only reads the
+// Prefetches the key of `current` (the request about to run) and of up to
+// store::max_prefetch - 1 requests after it, those this shard owns, so that
+// the lookups of a pipeline overlap their cache misses (store::prefetch).
+// Only called when more bytes follow `current`: at pipeline 1 it costs
+// nothing. Parsing ahead only reads the
 // bytes (the requests are parsed again to run them), so this changes
 // nothing but timing; it stops at an inline request, which parsing
 // unescapes in place, and does nothing before AUTH (other parser limits).
-void resp_session::look_ahead() {
+void resp_session::look_ahead(const resp_args& current) {
     connection_state& s = *state_;
     s.looked_ahead_to = s.end;  // unless the window fills up below
     if (!authenticated_) return;
-    resp_parser ahead(parser_.limits());
     std::array<std::uint64_t, store::max_prefetch> hashes;
     std::size_t owned = 0;
-    std::size_t at = s.begin;
     const unsigned self = this_shard_id();
-    for (std::size_t parsed = 0; parsed < hashes.size(); ++parsed) {
+    auto add = [&](const resp_args& argv) {
+        if (argv.size() < 2) return;
+        const std::uint64_t hash = key_hash(argv[1]);
+        if (owner_shard_of_hash(hash, shard_count()) == self) hashes[owned++] = hash;
+    };
+    add(current);
+    resp_parser ahead(parser_.limits());
+    std::size_t at = s.begin;
+    for (std::size_t parsed = 1; parsed < hashes.size(); ++parsed) {
         if (at == s.end || s.input[at] != '*') break;
         if (ahead.parse({s.input.get() + at, s.end - at}) != resp_parser::status::complete) break;
         at += ahead.consumed();
         if (parsed + 1 == hashes.size()) s.looked_ahead_to = at;  // more may follow
-        const resp_args& argv = ahead.args();
-        if (argv.size() < 2) continue;
-        const std::uint64_t hash = key_hash(argv[1]);
-        if (owner_shard_of_hash(hash, shard_count()) == self) hashes[owned++] = hash;
+        add(ahead.args());
     }
     shared_.stores[self]->prefetch(std::span(hashes.data(), owned));
 }

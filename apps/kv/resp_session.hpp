@@ -124,7 +124,7 @@ class resp_session {
     // Makes room for what the parser wants and reads; false at EOF or when
     // the request would pass the query buffer limit (Redis closes then too).
     bool read_more();
-    void look_ahead();
+    void look_ahead(const resp_args& current);
     void send();
 
     // Writes a reply now when nothing is pending, else after the pending ones.
