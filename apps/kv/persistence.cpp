@@ -360,26 +360,24 @@ void shard_log::write_batch() {
         // syncer while this fiber writes the next group.
         written_ = target;
         syncer_cv_.notify_one();
-        check_room();
-        maybe_rewrite();
-        return;
-    }
-    if (mode_ == fsync_mode::everysec && clock::now() >= last_sync_ + 1s) {
-        try {
-            appender_.sync();
-            ++syncs_;
-            synced_ = true;
-            last_sync_ = clock::now();
-        } catch (const io_error& e) {
-            logger().error("shard {}: log fdatasync failed, refusing writes from now on: {}",
-                           shard_, e.what());
-            failed_ = true;
-            durable_cv_.notify_all();
-            return;
+    } else {
+        if (mode_ == fsync_mode::everysec && clock::now() >= last_sync_ + 1s) {
+            try {
+                appender_.sync();
+                ++syncs_;
+                synced_ = true;
+                last_sync_ = clock::now();
+            } catch (const io_error& e) {
+                logger().error("shard {}: log fdatasync failed, refusing writes from now on: {}",
+                               shard_, e.what());
+                failed_ = true;
+                durable_cv_.notify_all();
+                return;
+            }
         }
+        durable_ = target;  // everysec and no: durable_ counts what was written
+        durable_cv_.notify_all();
     }
-    durable_ = target;
-    durable_cv_.notify_all();
     check_room();
     maybe_rewrite();
 }
