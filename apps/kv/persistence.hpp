@@ -29,6 +29,15 @@ class task_queue;
 
 namespace percore::kv {
 
+namespace detail {
+// Shared by the log's writer (persistence.cpp) and its compaction
+// (persistence_compaction.cpp).
+// A record's expiry: unix milliseconds, 0 for none.
+std::int64_t expiry_millis(time_point expiry);
+// Reserves `room` if the disk has it; ENOSPC leaves it to the later checks.
+void reserve_if_room(log_appender& appender, std::uint64_t room);
+}  // namespace detail
+
 // When the log is made durable (Redis's appendfsync).
 enum class fsync_mode : std::uint8_t { always, everysec, no };
 
