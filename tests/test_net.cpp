@@ -303,6 +303,26 @@ TEST_CASE("a deadline that was met does not cancel a later read") {
     });
 }
 
+TEST_CASE("a read's deadline earlier than the last read's is kept") {
+    // The connection's read alarm stays armed at the last read's deadline
+    // (10 s away); the next read's much earlier one must move it.
+    using namespace std::chrono_literals;
+    run_in_reactor([] {
+        listener l = listen(loopback_any_port());
+        connection client = connect(l.local_address());
+        connection server = l.accept();
+        char buf[8];
+        client.write_all(std::string_view("a"));
+        REQUIRE(server.read(buf, clock::now() + 10s) == 1);
+        const time_point start = clock::now();
+        REQUIRE_THROWS_AS(server.read(buf, start + 30ms), timeout_error);
+        CHECK(clock::now() - start < 5s);  // not the 10 s of the first read
+        client.write_all(std::string_view("b"));
+        REQUIRE(server.read(buf, clock::now() + 10s) == 1);
+        CHECK(buf[0] == 'b');
+    });
+}
+
 TEST_CASE("streams: lines, records, limits and EOF") {
     run_in_reactor([] {
         listener l = listen(loopback_any_port());

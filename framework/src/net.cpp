@@ -78,13 +78,18 @@ std::string describe_peer(int fd) {
 // --- connection ------------------------------------------------------------------
 
 connection::connection(connection&& other) noexcept
-    : fd_(std::exchange(other.fd_, -1)), last_read_full_(other.last_read_full_) {}
+    : fd_(std::exchange(other.fd_, -1)), last_read_full_(other.last_read_full_) {
+    if (other.read_alarm_.armed()) other.read_alarm_.cancel();  // see operator=
+}
 
 connection& connection::operator=(connection&& other) noexcept {
     if (this != &other) {
         close();
         fd_ = std::exchange(other.fd_, -1);
         last_read_full_ = other.last_read_full_;
+        // read_alarm_ points at its own connection: each keeps its own, and
+        // the other's (armed lazily, no read in flight) is let go.
+        if (other.read_alarm_.armed()) other.read_alarm_.cancel();
     }
     return *this;
 }
@@ -99,6 +104,38 @@ int connection::ring_op(Prepare&& prepare, std::optional<time_point> deadline) {
     int r = submit_io(std::forward<Prepare>(prepare), deadline);
     if (--inflight_ == 0 && closer_) detail::make_ready(static_cast<detail::fiber_base*>(closer_));
     return r;
+}
+
+template <typename Prepare>
+int connection::read_op(Prepare&& prepare, std::optional<time_point> deadline) {
+    if (!deadline || read_waiting_) return ring_op(std::forward<Prepare>(prepare), deadline);
+    fiber_completion c;
+    prepare(get_sqe(&c));
+    read_waiting_ = &c;
+    read_deadline_ = *deadline;
+    read_expired_ = false;
+    // Usually armed already, at an earlier deadline (the last read's): it
+    // will move on when it fires. Armed only when missing or too late.
+    if (!read_alarm_.armed() || *deadline < read_alarm_.deadline()) {
+        read_alarm_.set_callback([this] { on_read_alarm(); });
+        read_alarm_.arm(*deadline);
+    }
+    ++inflight_;
+    c.wait();
+    read_waiting_ = nullptr;
+    if (--inflight_ == 0 && closer_) detail::make_ready(static_cast<detail::fiber_base*>(closer_));
+    if (c.result() == -ECANCELED && read_expired_) return -ETIME;
+    return c.result();
+}
+
+void connection::on_read_alarm() {
+    if (!read_waiting_) return;  // no read waits: stay disarmed until the next
+    if (clock::now() < read_deadline_) {
+        read_alarm_.arm(read_deadline_);
+        return;
+    }
+    read_expired_ = true;
+    io_uring_prep_cancel(reactor::local().get_sqe(nullptr, 0), read_waiting_, 0);
 }
 
 void connection::throw_error(int error, const char* what) const {
@@ -125,7 +162,7 @@ std::size_t connection::read(std::span<char> buffer, std::optional<time_point> d
         likely_empty = true;
     }
     bool poll_first = tuning.poll_first && likely_empty;
-    int r = ring_op(
+    int r = read_op(
         [&](io_uring_sqe* sqe) {
             io_uring_prep_recv(sqe, fd_, buffer.data(), buffer.size(), 0);
             if (poll_first) sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
@@ -218,6 +255,7 @@ void connection::shutdown(int how) {
 }
 
 void connection::close() noexcept {
+    if (read_alarm_.armed()) read_alarm_.cancel();
     if (fd_ < 0) return;
     if (inflight_ > 0) {
         closing_ = true;

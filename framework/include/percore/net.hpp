@@ -19,8 +19,11 @@
 
 #include "percore/clock.hpp"
 #include "percore/socket_address.hpp"
+#include "percore/timer.hpp"
 
 namespace percore {
+
+class completion_handler;
 
 // How sockets trade plain non-blocking syscalls against ring submissions.
 // Seastar and Glommio try the syscall first when the socket is likely ready;
@@ -82,6 +85,9 @@ class connection {
     struct op_guard;
     template <typename Prepare>
     int ring_op(Prepare&& prepare, std::optional<time_point> deadline);
+    template <typename Prepare>
+    int read_op(Prepare&& prepare, std::optional<time_point> deadline);
+    void on_read_alarm();
     void finish_close() noexcept;
     [[noreturn]] void throw_error(int error, const char* what) const;
 
@@ -90,6 +96,15 @@ class connection {
     bool closing_ = false;         // close() waits for inflight_ to drop to 0
     bool last_read_full_ = false;  // the last read filled its buffer: more may be queued
     void* closer_ = nullptr;       // the fiber waiting in close()
+    // Read deadlines (an idle timeout on every read, in a server) do not
+    // arm and cancel a timer per read: read_alarm_ stays armed at a deadline
+    // no later than the current read's and, when it fires early, moves on to
+    // it. Arming and cancelling in the shard's timer heap cost ~2.6 % of
+    // kv's CPU at 1 000 connections (a sift writes into cold timers).
+    timer read_alarm_;
+    time_point read_deadline_{};
+    completion_handler* read_waiting_ = nullptr;  // the read read_alarm_ guards
+    bool read_expired_ = false;                   // read_alarm_ cancelled it
 };
 
 // Options of listen().
