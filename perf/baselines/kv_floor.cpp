@@ -6,9 +6,6 @@
 // least any server pays for the same traffic; perf/compare-kv runs it next to
 // kv, memcached and redis-server so CPU targets can be read against it.
 // Usage: kv-floor memcache|resp PORT [ADDRESS].
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -22,6 +19,8 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "plain_socket.hpp"
+
 namespace {
 
 constexpr std::size_t max_request = 1 << 20;  // larger: the connection is dropped
@@ -31,11 +30,6 @@ struct client {
     std::string pending;   // reply bytes the kernel did not take yet
     bool blocked = false;  // waiting for EPOLLOUT, not reading
 };
-
-[[noreturn]] void die(const char* what) {
-    std::fprintf(stderr, "kv-floor: %s: %s\n", what, std::strerror(errno));
-    std::exit(1);
-}
 
 // A decimal at the start of `s` (as in "$5" or "set k 0 0 100"), or nothing.
 std::optional<std::size_t> number(std::string_view s) {
@@ -97,32 +91,15 @@ int main(int argc, char** argv) {
     auto parse = std::strcmp(argv[1], "resp") == 0 ? parse_resp : parse_memcache;
     int port = std::atoi(argv[2]);
     const char* host = argc > 3 ? argv[3] : "127.0.0.1";
-    int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (lfd < 0) die("socket");
-    int one = 1;
-    ::setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<std::uint16_t>(port));
-    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) die("address");
-    if (::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) die("bind");
-    if (::listen(lfd, 4096) != 0) die("listen");
+    int lfd = baseline::listen_tcp("kv-floor", host, port, 4096);
     int ep = ::epoll_create1(EPOLL_CLOEXEC);
-    auto watch = [&](int op, int fd, std::uint32_t events) {
-        epoll_event ev{};
-        ev.events = events;
-        ev.data.fd = fd;
-        ::epoll_ctl(ep, op, fd, &ev);
-    };
-    watch(EPOLL_CTL_ADD, lfd, EPOLLIN);
+    baseline::watch(ep, EPOLL_CTL_ADD, lfd, EPOLLIN);
     std::fprintf(stderr, "listening on %s:%d (%s)\n", host, port, argv[1]);
 
     std::unordered_map<int, client> clients;
     static char buffer[64 * 1024];
-    epoll_event events[256];
     auto drop = [&](int fd) {
-        ::epoll_ctl(ep, EPOLL_CTL_DEL, fd, nullptr);
-        ::close(fd);
+        baseline::drop(ep, fd);
         clients.erase(fd);
     };
     // Sends what is pending; false when the connection is gone.
@@ -133,39 +110,20 @@ int main(int argc, char** argv) {
         // Stop reading while a reply waits for room, as a real server would.
         if (cl.blocked != !cl.pending.empty()) {
             cl.blocked = !cl.pending.empty();
-            watch(EPOLL_CTL_MOD, fd, cl.blocked ? EPOLLOUT : EPOLLIN);
+            baseline::watch(ep, EPOLL_CTL_MOD, fd, cl.blocked ? EPOLLOUT : EPOLLIN);
         }
         return true;
     };
-    for (;;) {
-        int n = ::epoll_wait(ep, events, 256, -1);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            die("epoll_wait");
-        }
-        for (int i = 0; i < n; ++i) {
-            int fd = events[i].data.fd;
-            if (fd == lfd) {
-                for (;;) {
-                    int c = ::accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-                    if (c < 0) break;
-                    ::setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-                    watch(EPOLL_CTL_ADD, c, EPOLLIN);
-                    clients[c];
-                }
-                continue;
-            }
+    baseline::serve(
+        "kv-floor", lfd, ep, [&](int fd) { clients[fd]; },
+        [&](int fd) {
+            if (!flush(fd, clients[fd])) drop(fd);
+        },
+        [&](int fd) {
+            ssize_t r = baseline::receive(fd, buffer, sizeof(buffer));
+            if (r < 0) drop(fd);
+            if (r <= 0) return;
             client& cl = clients[fd];
-            if (events[i].events & EPOLLOUT) {
-                if (!flush(fd, cl)) drop(fd);
-                continue;
-            }
-            ssize_t r = ::recv(fd, buffer, sizeof(buffer), 0);
-            if (r <= 0) {
-                if (r < 0 && errno == EAGAIN) continue;
-                drop(fd);
-                continue;
-            }
             cl.input.append(buffer, static_cast<std::size_t>(r));
             std::string_view in = cl.input;
             bool bad = false;
@@ -176,12 +134,8 @@ int main(int argc, char** argv) {
                 cl.pending += p.reply;
                 in.remove_prefix(p.length);
             }
-            if (bad || in.size() > max_request) {
-                drop(fd);
-                continue;
-            }
+            if (bad || in.size() > max_request) return drop(fd);
             cl.input.erase(0, cl.input.size() - in.size());
             if (!cl.pending.empty() && !flush(fd, cl)) drop(fd);
-        }
-    }
+        });
 }
