@@ -49,6 +49,13 @@ future<void> spawn_echo_server(listener& l) {
     });
 }
 
+// A listener on a loopback port and a connection to it, both ends.
+struct loopback_pair {
+    listener l = listen(loopback_any_port());
+    connection client = connect(l.local_address());
+    connection server = l.accept();
+};
+
 std::string pattern(std::size_t n, unsigned seed) {
     std::string s(n, '\0');
     for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 7 + seed + (i >> 12)) & 0xff);
@@ -235,9 +242,7 @@ TEST_CASE("single-shot accept (no multishot) works the same") {
 
 TEST_CASE("a peer's reset reaches the reader as ECONNRESET") {
     run_in_reactor([] {
-        listener l = listen(loopback_any_port());
-        connection client = connect(l.local_address());
-        connection server = l.accept();
+        auto [l, client, server] = loopback_pair{};
         client.write_all(std::string_view("partial"));
         char buf[4];
         REQUIRE(server.read(buf) == 4);
@@ -261,9 +266,7 @@ TEST_CASE("a peer's reset reaches the reader as ECONNRESET") {
 
 TEST_CASE("a read past its deadline throws timeout_error and leaves the connection usable") {
     run_in_reactor([] {
-        listener l = listen(loopback_any_port());
-        connection client = connect(l.local_address());
-        connection server = l.accept();
+        auto [l, client, server] = loopback_pair{};
         char buf[8];
         REQUIRE_THROWS_AS(server.read(buf, clock::now() + std::chrono::milliseconds(30)),
                           timeout_error);
@@ -280,9 +283,7 @@ TEST_CASE("a read past its deadline throws timeout_error and leaves the connecti
 TEST_CASE("a deadline that was met does not cancel a later read") {
     using namespace std::chrono_literals;
     run_in_reactor([] {
-        listener l = listen(loopback_any_port());
-        connection client = connect(l.local_address());
-        connection server = l.accept();
+        auto [l, client, server] = loopback_pair{};
         char buf[8];
         // Waits in the ring (nothing is buffered yet) and is met before its deadline.
         auto first = spawn([&] {
@@ -308,9 +309,7 @@ TEST_CASE("a read's deadline earlier than the last read's is kept") {
     // (10 s away); the next read's much earlier one must move it.
     using namespace std::chrono_literals;
     run_in_reactor([] {
-        listener l = listen(loopback_any_port());
-        connection client = connect(l.local_address());
-        connection server = l.accept();
+        auto [l, client, server] = loopback_pair{};
         char buf[8];
         client.write_all(std::string_view("a"));
         REQUIRE(server.read(buf, clock::now() + 10s) == 1);
@@ -325,9 +324,7 @@ TEST_CASE("a read's deadline earlier than the last read's is kept") {
 
 TEST_CASE("streams: lines, records, limits and EOF") {
     run_in_reactor([] {
-        listener l = listen(loopback_any_port());
-        connection client = connect(l.local_address());
-        connection server = l.accept();
+        auto [l, client, server] = loopback_pair{};
         {
             output_stream out(client, 64);
             out.write("GET a\r\nSET b 5\r\nhello\r\n");
@@ -382,9 +379,7 @@ TEST_CASE("Unix-domain sockets: connect, echo, and a stale path is replaced") {
 
 TEST_CASE("closing a listener or a connection wakes their waiting fibers with ECANCELED") {
     run_in_reactor([] {
-        listener l = listen(loopback_any_port());
-        connection client = connect(l.local_address());
-        connection server = l.accept();
+        auto [l, client, server] = loopback_pair{};
         auto waiting_accept = spawn([&] {
             try {
                 l.accept();
