@@ -109,17 +109,18 @@ int connection::ring_op(Prepare&& prepare, std::optional<time_point> deadline) {
 template <typename Prepare>
 int connection::read_op(Prepare&& prepare, std::optional<time_point> deadline) {
     if (!deadline || read_waiting_) return ring_op(std::forward<Prepare>(prepare), deadline);
-    fiber_completion c;
-    prepare(get_sqe(&c));
-    read_waiting_ = &c;
+    // Usually armed already, at an earlier deadline (the last read's): it
+    // will move on when it fires. Armed only when missing or too late, and
+    // before the SQE, so nothing can throw once the kernel owns `c`.
     read_deadline_ = *deadline;
     read_expired_ = false;
-    // Usually armed already, at an earlier deadline (the last read's): it
-    // will move on when it fires. Armed only when missing or too late.
     if (!read_alarm_.armed() || *deadline < read_alarm_.deadline()) {
         read_alarm_.set_callback([this] { on_read_alarm(); });
         read_alarm_.arm(*deadline);
     }
+    fiber_completion c;
+    prepare(get_sqe(&c));
+    read_waiting_ = &c;
     ++inflight_;
     c.wait();
     read_waiting_ = nullptr;
