@@ -120,10 +120,10 @@ void resp_session::run() {
 // store::max_prefetch - 1 requests after it, those this shard owns, so that
 // the lookups of a pipeline overlap their cache misses (store::prefetch).
 // Only called when more bytes follow `current`: at pipeline 1 it costs
-// nothing. Parsing ahead only reads the
-// bytes (the requests are parsed again to run them), so this changes
-// nothing but timing; it stops at an inline request, which parsing
-// unescapes in place, and does nothing before AUTH (other parser limits).
+// nothing. Parsing ahead only reads the bytes (the requests are parsed again
+// to run them), so this changes nothing but timing; it stops at an inline
+// request, which parsing unescapes in place, and does nothing before AUTH
+// (other parser limits).
 void resp_session::look_ahead(const resp_args& current) {
     connection_state& s = *state_;
     s.looked_ahead_to = s.end;  // unless the window fills up below

@@ -79,7 +79,7 @@ std::string describe_peer(int fd) {
 
 connection::connection(connection&& other) noexcept
     : fd_(std::exchange(other.fd_, -1)), last_read_full_(other.last_read_full_) {
-    if (other.read_alarm_.armed()) other.read_alarm_.cancel();  // see operator=
+    other.read_alarm_.cancel();  // see operator=
 }
 
 connection& connection::operator=(connection&& other) noexcept {
@@ -89,7 +89,7 @@ connection& connection::operator=(connection&& other) noexcept {
         last_read_full_ = other.last_read_full_;
         // read_alarm_ points at its own connection: each keeps its own, and
         // the other's (armed lazily, no read in flight) is let go.
-        if (other.read_alarm_.armed()) other.read_alarm_.cancel();
+        other.read_alarm_.cancel();
     }
     return *this;
 }
@@ -102,8 +102,12 @@ template <typename Prepare>
 int connection::ring_op(Prepare&& prepare, std::optional<time_point> deadline) {
     ++inflight_;
     int r = submit_io(std::forward<Prepare>(prepare), deadline);
-    if (--inflight_ == 0 && closer_) detail::make_ready(static_cast<detail::fiber_base*>(closer_));
+    op_done();
     return r;
+}
+
+void connection::op_done() noexcept {
+    if (--inflight_ == 0 && closer_) detail::make_ready(static_cast<detail::fiber_base*>(closer_));
 }
 
 template <typename Prepare>
@@ -124,7 +128,7 @@ int connection::read_op(Prepare&& prepare, std::optional<time_point> deadline) {
     ++inflight_;
     c.wait();
     read_waiting_ = nullptr;
-    if (--inflight_ == 0 && closer_) detail::make_ready(static_cast<detail::fiber_base*>(closer_));
+    op_done();
     if (c.result() == -ECANCELED && read_expired_) return -ETIME;
     return c.result();
 }
@@ -256,7 +260,7 @@ void connection::shutdown(int how) {
 }
 
 void connection::close() noexcept {
-    if (read_alarm_.armed()) read_alarm_.cancel();
+    read_alarm_.cancel();
     if (fd_ < 0) return;
     if (inflight_ > 0) {
         closing_ = true;

@@ -82,11 +82,12 @@ class connection {
     void set_nodelay(bool on);
 
   private:
-    struct op_guard;
     template <typename Prepare>
     int ring_op(Prepare&& prepare, std::optional<time_point> deadline);
     template <typename Prepare>
     int read_op(Prepare&& prepare, std::optional<time_point> deadline);
+    // A ring operation ended: wakes close() when it was the last.
+    void op_done() noexcept;
     void on_read_alarm();
     void finish_close() noexcept;
     [[noreturn]] void throw_error(int error, const char* what) const;
