@@ -211,6 +211,21 @@ TEST_CASE("dma_file errors carry errno and path") {
         REQUIRE(expect_io_error([&] { remove_file(dir.file("renamed")); }, msg) == ENOENT);
         g.close();
 
+        // exchange swaps two names in one step; path() follows.
+        auto one = dma_file::create(dir.file("one"));
+        write_pattern(one, 0, 4096, 11);
+        auto two = dma_file::create(dir.file("two"));
+        write_pattern(two, 0, 8192, 22);
+        one.exchange(dir.file("two"));
+        REQUIRE(one.path() == dir.file("two"));
+        REQUIRE(dma_file::open(dir.file("two"), open_options{.read_only = true}).size() == 4096);
+        REQUIRE(dma_file::open(dir.file("one"), open_options{.read_only = true}).size() == 8192);
+        REQUIRE(expect_io_error([&] { exchange_files(dir.file("one"), dir.file("none")); }, msg) ==
+                ENOENT);
+        CHECK(msg.find("exchange " + dir.file("one")) != std::string::npos);
+        one.close();
+        two.close();
+
         // fallocate and truncate change the size as asked.
         auto h = dma_file::create(dir.file("alloc"));
         h.allocate(0, 1 << 20);

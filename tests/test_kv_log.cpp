@@ -2,8 +2,10 @@
 // compaction while writing, and re-sharding a data directory. Files live
 // under $PERCORE_TEST_DIR or /var/tmp (a disk, not tmpfs).
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cerrno>
 #include <cstdlib>
@@ -81,31 +83,49 @@ scanned scan_file(const std::string& path, bool repair) {
     return s;
 }
 
-// A log image: a header and `n` set records; offsets[i] is where record i starts.
-std::string make_image(int n, std::vector<std::size_t>& offsets) {
+// A log image of `generation`: a header and `n` set records with keys
+// `prefix`-i; offsets[i] is where record i starts.
+std::string make_image(int n, std::vector<std::size_t>& offsets, std::uint32_t generation = 5,
+                       const std::string& prefix = "key-") {
     std::string image;
-    encode_header(image, 0, 1);
+    encode_header(image, 0, 1, generation);
     for (int i = 0; i < n; ++i) {
         offsets.push_back(image.size());
-        encode_set(image, "key-" + std::to_string(i), std::string(10 + i % 7, 'v'), 0, 0);
+        encode_set(image, generation, prefix + std::to_string(i), std::string(10 + i % 7, 'v'), 0,
+                   0);
     }
     return image;
+}
+
+// A record as format version 1 wrote it (no generation: CRCs seeded with 0).
+std::string version1_record(record_type type, std::string_view payload) {
+    std::string r(record_header_size, '\0');
+    r += payload;
+    auto put32 = [&](std::size_t at, std::uint32_t v) {
+        for (int i = 0; i < 4; ++i) r[at + i] = static_cast<char>(v >> (8 * i));
+    };
+    put32(4, static_cast<std::uint32_t>(payload.size()));
+    put32(8, crc32c(0, r.data() + record_header_size, payload.size()));
+    r[12] = static_cast<char>(type);
+    r[13] = 1;
+    put32(0, crc32c(0, r.data() + 4, record_header_size - 4));
+    return r;
 }
 
 }  // namespace
 
 TEST_CASE("log records round trip", "[kv_log]") {
     std::string buf;
-    encode_header(buf, 3, 8);
-    encode_set(buf, "k1", "value one", 42, 1700000000123);
-    encode_set(buf, "", "", 0, 0);  // empty key and value are legal
-    encode_remove(buf, "gone");
-    encode_expire(buf, "k1", 1800000000000);
-    encode_flush(buf);
+    encode_header(buf, 3, 8, 9);
+    encode_set(buf, 9, "k1", "value one", 42, 1700000000123);
+    encode_set(buf, 9, "", "", 0, 0);  // empty key and value are legal
+    encode_remove(buf, 9, "gone");
+    encode_expire(buf, 9, "k1", 1800000000000);
+    encode_flush(buf, 9);
     std::string_view rest = buf;
     std::vector<log_record> got;
     for (;;) {
-        auto r = decode_record(rest);
+        auto r = decode_record(rest, 9);
         if (r.status != decode_status::ok) {
             CHECK(r.status == decode_status::need_more);
             CHECK(rest.empty());
@@ -118,6 +138,7 @@ TEST_CASE("log records round trip", "[kv_log]") {
     CHECK(got[0].type == record_type::header);
     CHECK(got[0].shard == 3);
     CHECK(got[0].shard_count == 8);
+    CHECK(got[0].generation == 9);
     CHECK(got[1].type == record_type::set);
     CHECK(got[1].key == "k1");
     CHECK(got[1].value == "value one");
@@ -131,33 +152,106 @@ TEST_CASE("log records round trip", "[kv_log]") {
     CHECK(got[4].expiry_ms == 1800000000000);
     CHECK(got[5].type == record_type::flush);
     // Zeros after the data are the end marker.
-    CHECK(decode_record(std::string(16, '\0')).status == decode_status::end);
+    CHECK(decode_record(std::string(16, '\0'), 9).status == decode_status::end);
     // CRC32C check value ("123456789" -> 0xe3069283).
     CHECK(crc32c(0, "123456789", 9) == 0xe3069283u);
 }
 
 TEST_CASE("decode_record rejects damage anywhere in a record", "[kv_log]") {
     std::string rec;
-    encode_set(rec, "some-key", "some value", 7, 0);
+    encode_set(rec, 3, "some-key", "some value", 7, 0);
     for (std::size_t i = 0; i < rec.size(); ++i) {
         for (int bit = 0; bit < 8; ++bit) {
             std::string bad = rec;
             bad[i] = static_cast<char>(bad[i] ^ (1 << bit));
-            auto r = decode_record(bad);
+            auto r = decode_record(bad, 3);
             // Never a different valid record; a damaged length may ask for more.
             CHECK(r.status != decode_status::ok);
         }
         // Every prefix needs more.
-        CHECK(decode_record(std::string_view(rec).substr(0, i)).status == decode_status::need_more);
+        CHECK(decode_record(std::string_view(rec).substr(0, i), 3).status ==
+              decode_status::need_more);
     }
     // Random garbage: never ok by accident, never crashes.
     std::mt19937 rng(7);
     for (int n = 0; n < 20000; ++n) {
         std::string g(rng() % 64, '\0');
         for (auto& c : g) c = static_cast<char>(rng());
-        auto r = decode_record(g);
+        auto r = decode_record(g, 3);
         CHECK(r.status != decode_status::ok);
         if (r.status == decode_status::need_more) CHECK(r.size > g.size());
+    }
+}
+
+TEST_CASE("a record is valid only in a file of its own generation", "[kv_log]") {
+    std::string header, rec;
+    encode_header(header, 0, 1, 4);
+    encode_set(rec, 4, "key", "value", 0, 0);
+    CHECK(decode_record(rec, 4).status == decode_status::ok);
+    for (std::uint32_t other : {0u, 3u, 5u, 0xffffffffu}) {
+        INFO("decoded as generation " << other);
+        CHECK(decode_record(rec, other).status == decode_status::corrupt);
+        // The header is read before the generation is known.
+        const auto h = decode_record(header, other);
+        REQUIRE(h.status == decode_status::ok);
+        CHECK(h.record.generation == 4);
+    }
+    std::string zero;
+    encode_header(zero, 0, 1, 0);  // 0 belongs to version 1 files only
+    CHECK(decode_record(zero, 0).status == decode_status::corrupt);
+    CHECK(next_generation(4) == 5);
+    CHECK(next_generation(0xffffffffu) == 1);
+}
+
+TEST_CASE("a version 1 log is read, and appended to, as generation 0", "[kv_log]") {
+    temp_dir dir;
+    const std::string path = dir.path + "/log";
+    std::string header_payload = "PKVLOG01";
+    header_payload.append("\0\0\0\0\1\0\0\0", 8);  // shard 0 of 1
+    std::string image = version1_record(record_type::header, header_payload);
+    std::string set;
+    encode_set(set, 0, "old", "v1", 0, 0);  // version 2 bytes, generation 0...
+    image += version1_record(record_type::set,
+                             std::string_view(set).substr(record_header_size));  // ... as v1
+    encode_set(image, 0, "new", "v2", 0, 0);  // what this build appends to it
+    write_file(path, image + std::string(4096, '\0'));
+    const auto s = scan_file(path, false);
+    CHECK(s.keys == std::vector<std::string>{"old", "new"});
+    CHECK(s.result.end == image.size());
+    CHECK(s.result.generation == 0);
+}
+
+TEST_CASE("a reused log replays only its own generation, even after a torn write", "[kv_log]") {
+    // A compaction writes its snapshot over the log it replaced two rounds
+    // before: the older records stay past the new end, at the same offsets as
+    // the new ones where the records have the same sizes.
+    temp_dir dir;
+    const std::string path = dir.path + "/log";
+    std::vector<std::size_t> old_offsets, offsets;
+    const std::string old_image = make_image(400, old_offsets, 5, "old-");
+    const std::string image = make_image(200, offsets, 6, "new-");
+    REQUIRE(old_offsets[100] == offsets[100]);  // the records line up
+    auto only_new = [](const std::vector<std::string>& keys) {
+        for (const auto& k : keys)
+            if (k.rfind("new-", 0) != 0) return false;
+        return true;
+    };
+    SECTION("the end of the new records is the end") {
+        write_file(path, image + old_image.substr(image.size()));
+        const auto s = scan_file(path, false);
+        CHECK(s.keys.size() == 200);
+        CHECK(only_new(s.keys));
+        CHECK(s.result.end == image.size());
+        CHECK(s.result.generation == 6);
+    }
+    SECTION("a write that did not reach the disk exposes older records") {
+        // The last 50 new records never landed: the old ones are there instead.
+        const std::size_t cut = offsets[150];
+        write_file(path, image.substr(0, cut) + old_image.substr(cut));
+        const auto s = scan_file(path, false);
+        CHECK(s.keys.size() == 150);
+        CHECK(only_new(s.keys));
+        CHECK(s.result.end == cut);
     }
 }
 
@@ -378,6 +472,58 @@ template <typename F>
 bool wait_for(F done) {
     for (int i = 0; i < 1000 && !done(); ++i) sleep_for(std::chrono::milliseconds(10));
     return done();
+}
+
+ino_t inode_of(const std::string& path) {
+    struct stat st {};
+    REQUIRE(::stat(path.c_str(), &st) == 0);
+    return st.st_ino;
+}
+
+TEST_CASE("each compaction writes over the log the one before replaced", "[kv_log]") {
+    temp_dir dir;
+    auto c = test_config(dir.path, fsync_mode::always);
+    c.rewrite_min_size = 1 << 30;  // only by hand
+    const std::string log_path = dir.path + "/shard-0/log";
+    const std::string spare_path = dir.path + "/shard-0/log.spare";
+    std::map<std::string, std::string> expected;
+    std::string crash_image;  // the log's bytes as a crash would leave them
+    with_log(c, [&](store& st, shard_log& log) {
+        ino_t spare = 0;
+        for (int round = 0; round < 4; ++round) {
+            // Fewer keys each round: each snapshot is shorter than the file it reuses.
+            for (int i = 0; i < 4000 - 800 * round; ++i)
+                st.set("key" + std::to_string(i), "round" + std::to_string(round));
+            st.remove("key" + std::to_string(round));
+            log.sync();
+            const ino_t replaced = inode_of(log_path);
+            REQUIRE(log.start_rewrite());
+            REQUIRE(wait_for([&] { return log.stats().rewrites == std::uint64_t(round) + 1; }));
+            INFO("round " << round);
+            CHECK(inode_of(spare_path) == replaced);
+            if (round > 0) CHECK(inode_of(log_path) == spare);  // the spare, reused
+            spare = inode_of(spare_path);
+        }
+        for (int i = 0; i < 100; ++i) st.set("after" + std::to_string(i), "y");
+        log.sync();
+        expected = contents(st);
+        crash_image = read_file(log_path);
+        // Older records follow the end (not only zeros).
+        const std::string_view past =
+            std::string_view(crash_image)
+                .substr(std::min<std::size_t>(crash_image.size(), log.stats().log_bytes + 4096));
+        CHECK(std::count(past.begin(), past.end(), '\0') < static_cast<long>(past.size()));
+    });
+    CHECK(std::filesystem::file_size(log_path) < crash_image.size());  // cut at close
+    auto check = [&](store& st) {
+        const auto got = contents(st);
+        CHECK(got == expected);
+    };
+    with_log(c, [&](store& st, shard_log&) { check(st); });
+    CHECK_FALSE(std::filesystem::exists(spare_path));  // removed at start
+    // As if killed: the reused file, not cut at its end, replays the same.
+    write_file(log_path, crash_image);
+    with_log(c, [&](store& st, shard_log&) { check(st); });
 }
 
 TEST_CASE("auto-compaction compares the log with the live data's log size", "[kv_log]") {

@@ -64,16 +64,27 @@ class file_window {
     std::uint64_t base_ = 0;
 };
 
-// Decodes the record at `pos`, reading as much as it needs.
-decode_result decode_at(file_window& w, std::uint64_t pos) {
-    auto r = decode_record(w.at(pos, record_header_size));
+// Decodes the record at `pos` of a file of `generation`, reading as much as it needs.
+decode_result decode_at(file_window& w, std::uint64_t pos, std::uint32_t generation) {
+    auto r = decode_record(w.at(pos, record_header_size), generation);
     if (r.status == decode_status::need_more && pos + r.size <= w.size())
-        r = decode_record(w.at(pos, r.size));
+        r = decode_record(w.at(pos, r.size), generation);
     return r;
 }
 
-// The offset of the first valid record starting after `from`, if any.
-std::optional<std::uint64_t> find_valid_after(file_window& w, std::uint64_t from) {
+// Whether `h` (16 bytes) could start a record: a cheap test before the
+// checksum, for searching megabytes of an older generation's records.
+bool plausible_header(const char* h) {
+    const auto type = static_cast<unsigned char>(h[12]);
+    const auto version = static_cast<unsigned char>(h[13]);
+    return type >= 1 && type <= 5 && (version == 1 || version == log_format_version) &&
+           h[14] == 0 && h[15] == 0;
+}
+
+// The offset of the first valid record of `generation` starting after
+// `from`, if any.
+std::optional<std::uint64_t> find_valid_after(file_window& w, std::uint64_t from,
+                                              std::uint32_t generation) {
     std::uint64_t off = from + 1;
     while (off + record_header_size <= w.size()) {
         const std::string_view v = w.at(off, 4096);
@@ -85,7 +96,9 @@ std::optional<std::uint64_t> find_valid_after(file_window& w, std::uint64_t from
             off += i - (record_header_size - 1);
             continue;
         }
-        if (decode_at(w, off).status == decode_status::ok) return off;
+        if ((v.size() < record_header_size || plausible_header(v.data())) &&
+            decode_at(w, off, generation).status == decode_status::ok)
+            return off;
         ++off;
     }
     return std::nullopt;
@@ -108,8 +121,8 @@ std::uint64_t nonzero_bytes(file_window& w, std::uint64_t from) {
 
 // --- log_appender ------------------------------------------------------------------
 
-log_appender::log_appender(dma_file file, std::uint64_t end)
-    : file_(std::move(file)), align_(file_.alignment()), end_(end) {
+log_appender::log_appender(dma_file file, std::uint64_t end, bool reused)
+    : file_(std::move(file)), align_(file_.alignment()), end_(end), reused_(reused) {
     allocated_ = std::max(file_.size(), end_);
     buf_ = file_.allocate_buffer(std::max<std::size_t>(align_, 256 * 1024));
     tail_ = static_cast<std::size_t>(end_ % align_);
@@ -173,6 +186,11 @@ void log_appender::append(std::string_view data) {
     tail_ = new_tail;
 }
 
+void log_appender::close() {
+    if (reused_ && file_.is_open() && file_.size() > end_) file_.truncate(end_);
+    file_.close();
+}
+
 // --- scan_log ------------------------------------------------------------------------
 
 scan_result scan_log(dma_file& file, bool repair,
@@ -183,8 +201,11 @@ scan_result scan_log(dma_file& file, bool repair,
     const char* why = nullptr;
     for (;;) {
         if (pos >= w.size()) break;
-        const auto r = decode_at(w, pos);
+        const auto r = decode_at(w, pos, result.generation);
         if (r.status == decode_status::ok) {
+            // The first record is the header: it seals the rest.
+            if (pos == 0 && r.record.type == record_type::header)
+                result.generation = r.record.generation;
             on_record(r.record);
             ++result.records;
             pos += r.size;
@@ -192,7 +213,7 @@ scan_result scan_log(dma_file& file, bool repair,
         }
         if (r.status == decode_status::end) {
             // Zeros: the end, unless valid records follow (a zeroed block).
-            if (find_valid_after(w, pos)) why = "zeroed record";
+            if (find_valid_after(w, pos, result.generation)) why = "zeroed record";
             break;
         }
         if (r.status == decode_status::need_more) {
@@ -206,10 +227,12 @@ scan_result scan_log(dma_file& file, bool repair,
     result.end = pos;
     if (!why) return result;
     result.dropped = nonzero_bytes(w, pos);
-    const auto later = find_valid_after(w, pos);
+    const auto later = find_valid_after(w, pos, result.generation);
     if (!later) {
-        logger().warn("{}: torn tail at offset {} ({}): cut, {} non-zero bytes dropped",
-                      file.path(), pos, why, result.dropped);
+        logger().warn(
+            "{}: torn tail at offset {} ({}): cut, {} non-zero bytes dropped (a torn write, or "
+            "an older generation's records in a reused log)",
+            file.path(), pos, why, result.dropped);
         return result;
     }
     if (!repair) {

@@ -27,8 +27,9 @@ class log_appender {
   public:
     log_appender() = default;
     // Appends after `end` (the end of the valid data; the partial block
-    // there is read back). The file's bytes past `end` must be zero.
-    log_appender(dma_file file, std::uint64_t end);
+    // there is read back). The file's bytes past `end` must be zero, or, in
+    // a `reused` log, records of an older generation (log_format.hpp).
+    log_appender(dma_file file, std::uint64_t end, bool reused = false);
     log_appender(log_appender&&) noexcept = default;
     log_appender& operator=(log_appender&&) noexcept = default;
 
@@ -45,8 +46,9 @@ class log_appender {
     void reserve(std::uint64_t room);
     // fdatasync: everything appended so far is durable.
     void sync() { file_.fdatasync(); }
-    // Closes the file (no sync).
-    void close() { file_.close(); }
+    // Closes the file (no sync). A reused log is cut at its end first, so the
+    // next start does not search its older records for valid ones.
+    void close();
 
     std::uint64_t end() const noexcept { return end_; }
     // Preallocated bytes past the end.
@@ -61,16 +63,18 @@ class log_appender {
     std::size_t tail_ = 0;         // bytes of the last, partial block
     std::uint64_t end_ = 0;        // end of the data
     std::uint64_t allocated_ = 0;  // file size (preallocated up to here)
+    bool reused_ = false;          // older records may follow the end
     // Held while the file is extended (on the heap: the appender moves).
     std::unique_ptr<mutex> extending_ = std::make_unique<mutex>();
 };
 
 // What scan_log() found.
 struct scan_result {
-    std::uint64_t end = 0;      // where the valid records end (append there)
-    std::uint64_t records = 0;  // valid records passed to the callback
-    std::uint64_t dropped = 0;  // bytes cut after `end` (torn tail or repair), zeros excluded
-    bool repaired = false;      // corruption in the middle was cut (repair)
+    std::uint64_t end = 0;         // where the valid records end (append there)
+    std::uint64_t records = 0;     // valid records passed to the callback
+    std::uint64_t dropped = 0;     // bytes cut after `end` (torn tail or repair), zeros excluded
+    bool repaired = false;         // corruption in the middle was cut (repair)
+    std::uint32_t generation = 0;  // from the header record (0: version 1 or none)
 };
 
 // Reads every valid record of `file` in order and passes it to on_record.

@@ -77,14 +77,15 @@ char* begin_record(std::string& out, std::size_t payload) {
     return out.data() + at + record_header_size;
 }
 
-void finish(std::string& out, std::size_t payload, record_type type) {
+// `seed`: the file's generation, 0 for the header record.
+void finish(std::string& out, std::size_t payload, record_type type, std::uint32_t seed) {
     char* h = out.data() + out.size() - payload - record_header_size;
     put32(h + 4, static_cast<std::uint32_t>(payload));
-    put32(h + 8, crc32c(0, h + record_header_size, payload));
+    put32(h + 8, crc32c(seed, h + record_header_size, payload));
     h[12] = static_cast<char>(type);
     h[13] = static_cast<char>(log_format_version);
     h[14] = h[15] = 0;
-    put32(h, crc32c(0, h + 4, record_header_size - 4));
+    put32(h, crc32c(seed, h + 4, record_header_size - 4));
 }
 
 void copy(char* dst, std::string_view src) noexcept {
@@ -109,7 +110,11 @@ std::uint32_t crc32c(std::uint32_t crc, const void* data, std::size_t size) noex
     return ~crc32c_table(crc, p, size);
 }
 
-decode_result decode_record(std::string_view bytes) noexcept {
+std::uint32_t next_generation(std::uint32_t g) noexcept {
+    return g + 1 == 0 ? 1 : g + 1;
+}
+
+decode_result decode_record(std::string_view bytes, std::uint32_t generation) noexcept {
     decode_result r;
     if (bytes.size() < record_header_size) {
         // A zero prefix may be the start of the end marker: wait for all of it.
@@ -124,11 +129,17 @@ decode_result decode_record(std::string_view bytes) noexcept {
         r.status = decode_status::end;
         return r;
     }
-    if (get32(h) != crc32c(0, h + 4, record_header_size - 4)) return corrupt("bad header checksum");
-    const std::uint32_t len = get32(h + 4);
     const auto type = static_cast<record_type>(static_cast<unsigned char>(h[12]));
-    if (static_cast<unsigned char>(h[13]) != log_format_version)
-        return corrupt("unknown format version");
+    // The claimed type picks the seed; the checksum then proves the claim.
+    const std::uint32_t seed = type == record_type::header ? 0 : generation;
+    if (get32(h) != crc32c(seed, h + 4, record_header_size - 4))
+        return corrupt("bad header checksum");
+    const std::uint32_t len = get32(h + 4);
+    const auto version = static_cast<unsigned char>(h[13]);
+    if (version != 1 && version != log_format_version) return corrupt("unknown format version");
+    // Version 1 had no generations: its files are generation 0.
+    if (version == 1 && type != record_type::header && generation != 0)
+        return corrupt("version 1 record after a version 2 header");
     if (h[14] != 0 || h[15] != 0) return corrupt("reserved bytes not zero");
     if (len > max_record_payload) return corrupt("record length too large");
     const std::size_t total = record_header_size + std::size_t{len};
@@ -138,16 +149,19 @@ decode_result decode_record(std::string_view bytes) noexcept {
         return r;
     }
     const char* p = h + record_header_size;
-    if (get32(h + 8) != crc32c(0, p, len)) return corrupt("bad payload checksum");
+    if (get32(h + 8) != crc32c(seed, p, len)) return corrupt("bad payload checksum");
     log_record& rec = r.record;
     rec.type = type;
     switch (type) {
         case record_type::header:
-            if (len != header_magic.size() + 8) return corrupt("bad header record size");
+            if (len != header_magic.size() + (version == 1 ? 8 : 12))
+                return corrupt("bad header record size");
             if (std::string_view(p, header_magic.size()) != header_magic)
                 return corrupt("bad header magic");
             rec.shard = get32(p + 8);
             rec.shard_count = get32(p + 12);
+            rec.generation = version == 1 ? 0 : get32(p + 16);
+            if (version != 1 && rec.generation == 0) return corrupt("generation 0 in a header");
             if (rec.shard_count == 0 || rec.shard >= rec.shard_count)
                 return corrupt("bad shard numbers in header record");
             break;
@@ -182,17 +196,19 @@ decode_result decode_record(std::string_view bytes) noexcept {
     return r;
 }
 
-void encode_header(std::string& out, std::uint32_t shard, std::uint32_t shard_count) {
-    const std::size_t len = header_magic.size() + 8;
+void encode_header(std::string& out, std::uint32_t shard, std::uint32_t shard_count,
+                   std::uint32_t generation) {
+    const std::size_t len = header_magic.size() + 12;
     char* p = begin_record(out, len);
     std::memcpy(p, header_magic.data(), header_magic.size());
     put32(p + 8, shard);
     put32(p + 12, shard_count);
-    finish(out, len, record_type::header);
+    put32(p + 16, generation);
+    finish(out, len, record_type::header, 0);
 }
 
-void encode_set(std::string& out, std::string_view key, std::string_view value, std::uint32_t flags,
-                std::int64_t expiry_ms) {
+void encode_set(std::string& out, std::uint32_t generation, std::string_view key,
+                std::string_view value, std::uint32_t flags, std::int64_t expiry_ms) {
     const std::size_t len = 16 + key.size() + value.size();
     char* p = begin_record(out, len);
     put64(p, static_cast<std::uint64_t>(expiry_ms));
@@ -200,26 +216,27 @@ void encode_set(std::string& out, std::string_view key, std::string_view value, 
     put32(p + 12, static_cast<std::uint32_t>(key.size()));
     copy(p + 16, key);
     copy(p + 16 + key.size(), value);
-    finish(out, len, record_type::set);
+    finish(out, len, record_type::set, generation);
 }
 
-void encode_remove(std::string& out, std::string_view key) {
+void encode_remove(std::string& out, std::uint32_t generation, std::string_view key) {
     char* p = begin_record(out, key.size());
     copy(p, key);
-    finish(out, key.size(), record_type::remove);
+    finish(out, key.size(), record_type::remove, generation);
 }
 
-void encode_expire(std::string& out, std::string_view key, std::int64_t expiry_ms) {
+void encode_expire(std::string& out, std::uint32_t generation, std::string_view key,
+                   std::int64_t expiry_ms) {
     const std::size_t len = 8 + key.size();
     char* p = begin_record(out, len);
     put64(p, static_cast<std::uint64_t>(expiry_ms));
     copy(p + 8, key);
-    finish(out, len, record_type::expire);
+    finish(out, len, record_type::expire, generation);
 }
 
-void encode_flush(std::string& out) {
+void encode_flush(std::string& out, std::uint32_t generation) {
     begin_record(out, 0);
-    finish(out, 0, record_type::flush);
+    finish(out, 0, record_type::flush, generation);
 }
 
 }  // namespace percore::kv

@@ -7,10 +7,11 @@
 //   4      4     payload length (at most max_record_payload)
 //   8      4     payload CRC32C
 //   12     1     record type (record_type)
-//   13     1     format version (1)
+//   13     1     format version (2; 1 is still read)
 //   14     2     zero
 //   16     len   payload (little-endian integers):
-//     header: "PKVLOG01" u32 shard u32 shard_count   (first record of a file)
+//     header: "PKVLOG01" u32 shard u32 shard_count u32 generation
+//             (first record of a file; version 1 has no generation: 0)
 //     set:    i64 expiry_ms u32 flags u32 key_len key value
 //     remove: key
 //     expire: i64 expiry_ms key
@@ -18,6 +19,12 @@
 // expiry_ms is an absolute unix time in milliseconds, 0 for none. Sixteen
 // zero bytes where a header should be mark the end of the data (files are
 // preallocated with zeros and the last block is padded with them).
+//
+// Both CRCs of every record but the header record are seeded with the file's
+// generation (from its header). A compaction reuses the log it replaced for
+// its next snapshot instead of writing fresh zeros, with the next generation:
+// the old records left past the new end then fail their checksums, so they
+// are never replayed, not even after a torn write exposes them.
 //
 // decode_record() is a pure function over a byte buffer: no I/O, no
 // allocation, never reads outside the buffer, whatever the bytes are (a
@@ -35,11 +42,13 @@ inline constexpr std::size_t record_header_size = 16;
 // A set record's bytes besides its key and value (header, expiry, flags, key length).
 inline constexpr std::size_t set_record_overhead = record_header_size + 16;
 // A file's header record (the first record of every log).
-inline constexpr std::size_t header_record_size = record_header_size + 16;
+inline constexpr std::size_t header_record_size = record_header_size + 20;
 // Largest payload accepted: a 1 GiB value plus its key and fields. Longer
 // lengths are corruption, so garbage never makes a reader buffer gigabytes.
 inline constexpr std::uint32_t max_record_payload = (1u << 30) + (1u << 20);
-inline constexpr std::uint8_t log_format_version = 1;
+inline constexpr std::uint8_t log_format_version = 2;
+// A new file's generation (a compaction's is next_generation() of the log's).
+inline constexpr std::uint32_t first_generation = 1;
 
 // What a record does to the shard's store.
 enum class record_type : std::uint8_t {
@@ -59,6 +68,7 @@ struct log_record {
     std::int64_t expiry_ms = 0;     // absolute unix ms; 0: none
     std::uint32_t shard = 0;        // header only
     std::uint32_t shard_count = 0;  // header only
+    std::uint32_t generation = 0;   // header only: the other records' checksum seed
 };
 
 // Outcome of decode_record().
@@ -76,16 +86,24 @@ struct decode_result {
     const char* error = "";
 };
 
-// Decodes the record at the start of `bytes` (see decode_status).
-decode_result decode_record(std::string_view bytes) noexcept;
+// Decodes the record at the start of `bytes` (see decode_status), checking a
+// record other than a header against `generation` (its file's).
+decode_result decode_record(std::string_view bytes, std::uint32_t generation) noexcept;
 
-// Appenders of one encoded record each to `out`.
-void encode_header(std::string& out, std::uint32_t shard, std::uint32_t shard_count);
-void encode_set(std::string& out, std::string_view key, std::string_view value, std::uint32_t flags,
-                std::int64_t expiry_ms);
-void encode_remove(std::string& out, std::string_view key);
-void encode_expire(std::string& out, std::string_view key, std::int64_t expiry_ms);
-void encode_flush(std::string& out);
+// The generation after `g` for a file that replaces one of generation g
+// (never 0, which only version-1 files have).
+std::uint32_t next_generation(std::uint32_t g) noexcept;
+
+// Appenders of one encoded record each to `out`; all but the header are
+// sealed with their file's `generation`.
+void encode_header(std::string& out, std::uint32_t shard, std::uint32_t shard_count,
+                   std::uint32_t generation);
+void encode_set(std::string& out, std::uint32_t generation, std::string_view key,
+                std::string_view value, std::uint32_t flags, std::int64_t expiry_ms);
+void encode_remove(std::string& out, std::uint32_t generation, std::string_view key);
+void encode_expire(std::string& out, std::uint32_t generation, std::string_view key,
+                   std::int64_t expiry_ms);
+void encode_flush(std::string& out, std::uint32_t generation);
 
 // CRC32C (Castagnoli), as iSCSI/ext4: SSE4.2 when the CPU has it, else a
 // table. `crc` is a previous result to continue from (0 to start).

@@ -117,6 +117,10 @@ std::string shard_log::snapshot_path() const {
     return directory() + "/log.rewrite";
 }
 
+std::string shard_log::spare_path() const {
+    return directory() + "/log.spare";
+}
+
 // --- start-up --------------------------------------------------------------------------
 
 void shard_log::open() {
@@ -128,6 +132,9 @@ void shard_log::open() {
         logger().info("{}: removing an unfinished log rewrite", snapshot_path());
         remove_file(snapshot_path());
     }
+    // Not reused across runs: only this process knows its records are of
+    // an older generation than any snapshot it will write.
+    if (std::filesystem::exists(spare_path())) remove_file(spare_path());
     const std::string path = dir + "/log";
     const auto started = clock::now();
     dma_file file = dma_file::create(path, open_options{.allow_buffered_io = true});
@@ -158,12 +165,13 @@ void shard_log::open() {
                       refused);
     }
     if (file.size() != scanned.end) file.truncate(scanned.end);
+    generation_ = scanned.end == 0 ? first_generation : scanned.generation;
     appender_ = log_appender(std::move(file), scanned.end);
     // Less at start, which waits for it (~0.1 s) before serving.
     reserve_if_room(appender_, std::min(preallocation_room(scanned.end), start_preallocation));
     appender_.reserve(low_water);
     if (scanned.end == 0) {
-        encode_header(pending_, shard_, shard_count_);
+        encode_header(pending_, shard_, shard_count_, generation_);
         appended(pending_.size());
     }
     compaction_queue_ = &create_task_queue(100, latency::not_important(),
@@ -216,32 +224,33 @@ void shard_log::appended(std::size_t bytes) {
     }
 }
 
-void shard_log::on_set(const item_view& item) {
+template <typename Encode>
+void shard_log::log_change(Encode&& encode) {
     const std::size_t before = pending_.size();
-    encode_set(pending_, item.key, item.value, item.flags, expiry_millis(item.expiry));
-    if (rewriting_) rewrite_tail_.append(pending_, before, std::string::npos);
+    encode(pending_, generation_);
+    if (rewriting_) encode(rewrite_tail_, rewrite_generation_);
     appended(pending_.size() - before);
+}
+
+void shard_log::on_set(const item_view& item) {
+    log_change([&](std::string& out, std::uint32_t generation) {
+        encode_set(out, generation, item.key, item.value, item.flags, expiry_millis(item.expiry));
+    });
 }
 
 void shard_log::on_remove(std::string_view key) {
-    const std::size_t before = pending_.size();
-    encode_remove(pending_, key);
-    if (rewriting_) rewrite_tail_.append(pending_, before, std::string::npos);
-    appended(pending_.size() - before);
+    log_change(
+        [&](std::string& out, std::uint32_t generation) { encode_remove(out, generation, key); });
 }
 
 void shard_log::on_expire(std::string_view key, time_point expiry) {
-    const std::size_t before = pending_.size();
-    encode_expire(pending_, key, expiry_millis(expiry));
-    if (rewriting_) rewrite_tail_.append(pending_, before, std::string::npos);
-    appended(pending_.size() - before);
+    log_change([&](std::string& out, std::uint32_t generation) {
+        encode_expire(out, generation, key, expiry_millis(expiry));
+    });
 }
 
 void shard_log::on_flush() {
-    const std::size_t before = pending_.size();
-    encode_flush(pending_);
-    if (rewriting_) rewrite_tail_.append(pending_, before, std::string::npos);
-    appended(pending_.size() - before);
+    log_change([&](std::string& out, std::uint32_t generation) { encode_flush(out, generation); });
 }
 
 void shard_log::sync() {
@@ -427,6 +436,10 @@ void shard_log::check_room() {
         try {
             appender_.reserve(low_water);
         } catch (const io_error& e) {
+            if (e.error_number() == ENOSPC && drop_spare()) {
+                check_room();  // again, with the spare's blocks freed
+                return;
+            }
             if (e.error_number() != ENOSPC) {
                 logger().error("shard {}: preallocating the log failed: {}", shard_, e.what());
             } else if (!disk_full_) {

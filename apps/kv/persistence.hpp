@@ -114,6 +114,10 @@ class shard_log final : public store_observer {
     std::uint64_t live_log_bytes() const noexcept;
 
   private:
+    // Encodes one record into the buffer (and, while a compaction runs, into
+    // its tail, sealed with the new log's generation).
+    template <typename Encode>
+    void log_change(Encode&& encode);
     void appended(std::size_t bytes);
     void writer_loop();
     void write_batch();
@@ -126,8 +130,12 @@ class shard_log final : public store_observer {
     void rewrite();
     void finish_rewrite();
     void abort_rewrite(const std::exception& e);
-    void retire(log_appender old);
+    bool install_snapshot();
+    void retire(log_appender old, bool kept_as_spare);
+    log_appender open_snapshot_file();
+    bool drop_spare();
     std::string snapshot_path() const;
+    std::string spare_path() const;
 
     persistence_config config_;
     kv::store& store_;
@@ -136,12 +144,13 @@ class shard_log final : public store_observer {
     fsync_mode mode_;
 
     log_appender appender_;
-    std::string pending_;         // records not yet handed to the writer
-    std::string writing_;         // the batch being written
-    std::uint64_t appended_ = 0;  // records' bytes appended since open (a sequence number)
-    std::uint64_t durable_ = 0;   // ... of which durable (always) / written (other modes)
-    std::uint64_t written_ = 0;   // always: ... of which written, for the syncer to sync
-    bool syncing_ = false;        // the syncer is in an fdatasync
+    std::uint32_t generation_ = 0;  // the log's, sealing its records (log_format.hpp)
+    std::string pending_;           // records not yet handed to the writer
+    std::string writing_;           // the batch being written
+    std::uint64_t appended_ = 0;    // records' bytes appended since open (a sequence number)
+    std::uint64_t durable_ = 0;     // ... of which durable (always) / written (other modes)
+    std::uint64_t written_ = 0;     // always: ... of which written, for the syncer to sync
+    bool syncing_ = false;          // the syncer is in an fdatasync
     bool stop_syncer_ = false;
     bool synced_ = true;  // everything written was fdatasync'ed
     time_point last_sync_{};
@@ -168,8 +177,13 @@ class shard_log final : public store_observer {
     // Compaction.
     task_queue* compaction_queue_ = nullptr;
     bool rewriting_ = false;
-    bool rewrite_ready_ = false;  // the snapshot is written: the writer switches
-    std::string rewrite_tail_;    // records appended since the rewrite began
+    bool rewrite_ready_ = false;            // the snapshot is written: the writer switches
+    std::uint32_t rewrite_generation_ = 0;  // the snapshot's
+    // DIR/shard-N/log.spare, the log the last compaction replaced, is kept for
+    // the next snapshot to overwrite: no zeros to write (measured: +12 %
+    // durable SETs at pipeline 16 with compactions every second or two).
+    bool spare_ = false;
+    std::string rewrite_tail_;  // records appended since the rewrite began
     std::unique_ptr<log_appender> rewrite_appender_;
     future<void> rewriter_;
     future<void> retired_;  // closes the log a rewrite replaced

@@ -25,6 +25,9 @@ using namespace std::chrono_literals;
 
 // A replaced log is freed in steps this big, this far apart (shard_log::retire).
 constexpr std::uint64_t retire_step = 4 << 20;
+// A replaced log up to this size is kept as the next snapshot's file; a
+// bigger one is freed (a spare costs its size on disk until then).
+constexpr std::uint64_t max_spare = 256 << 20;
 constexpr auto retire_pause = 10ms;
 constexpr std::size_t rewrite_chunk = 128 << 10;  // small writes, as log_appender's zeros
 constexpr std::uint64_t rewrite_sync_every = 4 << 20;
@@ -33,11 +36,17 @@ constexpr std::uint64_t rewrite_sync_every = 4 << 20;
 
 // --- compaction --------------------------------------------------------------------------
 
-// Frees the replaced log beside the writer, a few MiB at a time: freeing a
-// 77 MB log in one go (its last close) took 66-73 ms, and every group commit
-// waited for it (measured at pipeline 16). The rename that unlinked it was
-// journaled before these truncations, so a crash never finds it cut but named.
-void shard_log::retire(log_appender old) {
+// Closes the replaced log, kept as the spare, or else frees it beside the
+// writer, a few MiB at a time: freeing a 77 MB log in one go (its last
+// close) took 66-73 ms, and every group commit waited for it (measured at
+// pipeline 16). The rename that unlinked it was journaled before these
+// truncations, so a crash never finds it cut but named.
+void shard_log::retire(log_appender old, bool kept_as_spare) {
+    if (kept_as_spare) {
+        spare_ = true;
+        old.file().close();  // no truncation: a snapshot overwrites it
+        return;
+    }
     if (retired_.valid()) retired_.get();  // the one before, long done
     retired_ =
         spawn(spawn_options{.name = "kv-log-retire"}, [this, old = std::move(old)]() mutable {
@@ -73,10 +82,41 @@ void shard_log::maybe_rewrite() {
 bool shard_log::start_rewrite() {
     if (rewriting_ || closing_ || failed_ || disk_full_ || !appender_.is_open()) return false;
     rewriting_ = true;
+    rewrite_generation_ = next_generation(generation_);
     rewrite_tail_.clear();
     rewriter_ = spawn_into(*compaction_queue_, spawn_options{.name = "kv-log-rewrite"},
                            [this] { rewrite(); });
     return true;
+}
+
+// Frees the spare's blocks (a full disk needs them); false if there is none.
+bool shard_log::drop_spare() {
+    if (!spare_) return false;
+    spare_ = false;
+    try {
+        remove_file(spare_path());
+    } catch (const io_error& e) {
+        logger().warn("shard {}: removing the spare log: {}", shard_, e.what());
+    }
+    return true;
+}
+
+// The snapshot's file: the spare renamed, its old records left to be
+// overwritten (reused), or a new file.
+log_appender shard_log::open_snapshot_file() {
+    if (spare_) {
+        spare_ = false;
+        try {
+            rename_file(spare_path(), snapshot_path());
+            return log_appender(
+                dma_file::open(snapshot_path(), open_options{.allow_buffered_io = true}), 0,
+                /*reused=*/true);
+        } catch (const io_error& e) {
+            logger().warn("shard {}: reusing the spare log: {}", shard_, e.what());
+        }
+    }
+    return log_appender(
+        dma_file::create_truncated(snapshot_path(), open_options{.allow_buffered_io = true}), 0);
 }
 
 // The snapshot: every live key as it is while the scan passes (changes made
@@ -85,9 +125,7 @@ bool shard_log::start_rewrite() {
 void shard_log::rewrite() {
     const auto started = clock::now();
     try {
-        dma_file file =
-            dma_file::create_truncated(snapshot_path(), open_options{.allow_buffered_io = true});
-        auto out = std::make_unique<log_appender>(std::move(file), 0);
+        auto out = std::make_unique<log_appender>(open_snapshot_file());
         // Room for a whole cycle, written now on this file rather than later
         // on the live log beside its commits.
         reserve_if_room(*out, preallocation_room(0));
@@ -108,12 +146,13 @@ void shard_log::rewrite() {
             data.clear();
         };
         std::string buf;
-        encode_header(buf, shard_, shard_count_);
+        encode_header(buf, shard_, shard_count_, rewrite_generation_);
         std::size_t cursor = 0;
         do {
             if (closing_) throw std::runtime_error("the server is stopping");
             cursor = store_.scan(cursor, 256, [&](const item_view& v) {
-                encode_set(buf, v.key, v.value, v.flags, expiry_millis(v.expiry));
+                encode_set(buf, rewrite_generation_, v.key, v.value, v.flags,
+                           expiry_millis(v.expiry));
             });
             if (buf.size() >= rewrite_chunk) write_out(buf);
             maybe_yield();
@@ -153,6 +192,37 @@ void shard_log::abort_rewrite(const std::exception& e) {
     }
 }
 
+// Makes the synced snapshot the log in one atomic step. A replaced log small
+// enough to keep swaps names with it, then becomes the spare: true. (A crash
+// between the two leaves the old log as log.rewrite, removed at start.)
+bool shard_log::install_snapshot() {
+    const std::string log = directory() + "/log";
+    if (!spare_ && appender_.file().size() <= max_spare) {
+        try {
+            rewrite_appender_->file().exchange(log);
+        } catch (const io_error& e) {
+            if (e.error_number() != EINVAL) throw;
+            rewrite_appender_->file().rename(log);  // no RENAME_EXCHANGE here
+            return false;
+        }
+        // The snapshot is the log now: nothing here may abort the rewrite.
+        try {
+            rename_file(snapshot_path(), spare_path());
+            return true;
+        } catch (const io_error& e) {
+            logger().warn("shard {}: keeping the replaced log as the spare: {}", shard_, e.what());
+        }
+        try {
+            remove_file(snapshot_path());  // so no snapshot reuses what retire() frees
+        } catch (const io_error& e) {
+            logger().error("shard {}: removing the replaced log: {}", shard_, e.what());
+        }
+        return false;
+    }
+    rewrite_appender_->file().rename(log);
+    return false;
+}
+
 // In the writer, between batches: the rest of the tail goes to the new file,
 // which then replaces the old log atomically (rename, directory fsync).
 void shard_log::finish_rewrite() {
@@ -162,10 +232,11 @@ void shard_log::finish_rewrite() {
     // pending_): they become what the new file still lacks.
     const std::string tail = std::move(rewrite_tail_);
     rewrite_tail_.clear();
+    bool kept_as_spare = false;
     try {
         rewrite_appender_->append(tail);
         rewrite_appender_->sync();
-        rewrite_appender_->file().rename(directory() + "/log");
+        kept_as_spare = install_snapshot();
     } catch (const std::exception& e) {
         abort_rewrite(e);
         return;
@@ -178,9 +249,10 @@ void shard_log::finish_rewrite() {
     }
     if (extender_.valid()) extender_.get();  // it works on the old file
     wait_for_syncer();                       // so does the syncer
-    retire(std::move(appender_));
+    retire(std::move(appender_), kept_as_spare);
     appender_ = std::move(*rewrite_appender_);
     rewrite_appender_.reset();
+    generation_ = rewrite_generation_;
     // The new file holds everything but what came since the tail was taken
     // (what was pending before is in the snapshot or the tail).
     pending_ = std::move(rewrite_tail_);

@@ -141,12 +141,12 @@ void reshard_one(db_shard& shard, const persistence_config& config, unsigned old
     log_appender out(
         dma_file::create_truncated(dir + "/log", open_options{.allow_buffered_io = true}), 0);
     std::string buf;
-    encode_header(buf, self, count);
+    encode_header(buf, self, count, first_generation);
     std::size_t cursor = 0;
     do {
         cursor = st.scan(cursor, 256, [&](const item_view& v) {
             encode_set(
-                buf, v.key, v.value, v.flags,
+                buf, first_generation, v.key, v.value, v.flags,
                 v.expiry == no_expiry ? 0 : std::max<std::int64_t>(to_unix_millis(v.expiry), 1));
         });
         if (buf.size() >= (1u << 20)) {

@@ -263,6 +263,11 @@ void dma_file::rename(const std::string& new_path) {
     path_ = new_path;
 }
 
+void dma_file::exchange(const std::string& other_path) {
+    exchange_files(path_, other_path);
+    path_ = other_path;
+}
+
 void dma_file::close() {
     if (fd_ < 0) return;
     // Marked closed first: a later call fails with EBADF instead of reaching
@@ -282,6 +287,15 @@ void rename_file(const std::string& from, const std::string& to) {
     int r = submit_io(
         [&](io_uring_sqe* sqe) { io_uring_prep_renameat(sqe, AT_FDCWD, a, AT_FDCWD, b, 0); });
     if (r < 0) detail::throw_file_error(-r, "rename", from, " to " + to);
+}
+
+void exchange_files(const std::string& a, const std::string& b) {
+    const char* pa = a.c_str();
+    const char* pb = b.c_str();
+    int r = submit_io([&](io_uring_sqe* sqe) {
+        io_uring_prep_renameat(sqe, AT_FDCWD, pa, AT_FDCWD, pb, RENAME_EXCHANGE);
+    });
+    if (r < 0) detail::throw_file_error(-r, "exchange", a, " with " + b);
 }
 
 void sync_directory(const std::string& path) {

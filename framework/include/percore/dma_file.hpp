@@ -87,6 +87,9 @@ class dma_file {
     void remove();
     // Renames the file; path() follows.
     void rename(const std::string& new_path);
+    // Swaps names with the file at `other_path` in one atomic step (renameat2
+    // RENAME_EXCHANGE): a replaced file keeps a name. path() follows.
+    void exchange(const std::string& other_path);
     // Closes the descriptor, reporting a failure as io_error. Idempotent.
     void close();
 
@@ -122,6 +125,9 @@ class dma_file {
 void remove_file(const std::string& path);
 // Renames a file through io_uring (replacing `to` atomically).
 void rename_file(const std::string& from, const std::string& to);
+// Swaps the names of two files atomically (RENAME_EXCHANGE); EINVAL where
+// the file system cannot.
+void exchange_files(const std::string& a, const std::string& b);
 // fsyncs a directory so that creations, renames and removals in it are
 // durable (what a crash-safe log rotation needs after rename).
 void sync_directory(const std::string& path);
