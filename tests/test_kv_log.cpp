@@ -421,6 +421,46 @@ TEST_CASE("a shard log replays every kind of change", "[kv_log]") {
     }
 }
 
+TEST_CASE("sync() returns once the caller's own changes are written and synced", "[kv_log]") {
+    temp_dir dir;
+    const auto c = test_config(dir.path, fsync_mode::always);
+    const std::string log_path = dir.path + "/shard-0/log";
+    // The log's first bytes as a crash would find them (the data is small).
+    auto logged = [&] {
+        std::string bytes(256 * 1024, '\0');
+        const int fd = ::open(log_path.c_str(), O_RDONLY);
+        REQUIRE(fd >= 0);
+        const ssize_t n = ::pread(fd, bytes.data(), bytes.size(), 0);
+        ::close(fd);
+        REQUIRE(n > 0);
+        bytes.resize(static_cast<std::size_t>(n));
+        return bytes;
+    };
+    with_log(c, [&](store& st, shard_log& log) {
+        // Twenty clients in flight at once: each commit covers some of them,
+        // and only those may return.
+        int missing = 0;
+        std::uint64_t syncs_seen = 0;
+        std::vector<future<void>> clients;
+        for (int f = 0; f < 20; ++f) {
+            clients.push_back(spawn([&, f] {
+                for (int i = 0; i < 50; ++i) {
+                    const std::string key = "client" + std::to_string(f) + "-" + std::to_string(i);
+                    const std::uint64_t syncs_before = log.stats().syncs;
+                    st.set(key, "v");
+                    log.sync();
+                    if (logged().find(key) == std::string::npos) ++missing;
+                    if (log.stats().syncs > syncs_before) ++syncs_seen;
+                }
+            }));
+        }
+        for (auto& client : clients) client.get();
+        CHECK(missing == 0);
+        CHECK(syncs_seen == 1000);  // no sync() returned without an fdatasync after its set
+        CHECK_FALSE(log.needs_sync());
+    });
+}
+
 TEST_CASE("compaction while writes continue keeps the latest state", "[kv_log]") {
     temp_dir dir;
     auto c = test_config(dir.path, fsync_mode::always);

@@ -256,14 +256,31 @@ void shard_log::on_flush() {
 void shard_log::sync() {
     if (mode_ != fsync_mode::always) return;
     const std::uint64_t target = appended_;
-    std::unique_lock lock(sync_mutex_);
-    while (durable_ < target) {
+    if (durable_ >= target) return;
+    if (failed_) throw log_failed();
+    promise<void> done;
+    future<void> durable = done.get_future();
+    sync_waiters_.push_back({target, std::move(done)});
+    durable.get();
+}
+
+io_error shard_log::log_failed() const {
+    return io_error(
+        EIO, "shard " + std::to_string(shard_) + ": the log failed, a change may not be durable");
+}
+
+// durable_ moved, or the log failed: wakes the sync() callers it concerns
+// and whoever waits for the syncer.
+void shard_log::durable_moved() {
+    while (!sync_waiters_.empty() && (failed_ || sync_waiters_.front().target <= durable_)) {
         if (failed_) {
-            throw io_error(EIO, "shard " + std::to_string(shard_) +
-                                    ": the log failed, a change may not be durable");
+            sync_waiters_.front().done.set_exception(std::make_exception_ptr(log_failed()));
+        } else {
+            sync_waiters_.front().done.set_value();
         }
-        durable_cv_.wait(lock);
+        sync_waiters_.pop_front();
     }
+    durable_cv_.notify_all();
 }
 
 log_stats shard_log::stats() const {
@@ -340,7 +357,7 @@ void shard_log::write_batch() {
             logger().error("shard {}: disk full while stopping: {} bytes of records not logged",
                            shard_, pending_.size());
             failed_ = true;
-            durable_cv_.notify_all();
+            durable_moved();
             return;
         }
         if (e.error_number() == ENOSPC) {
@@ -355,7 +372,7 @@ void shard_log::write_batch() {
         logger().error("shard {}: writing the log failed, refusing writes from now on: {}", shard_,
                        e.what());
         failed_ = true;
-        durable_cv_.notify_all();
+        durable_moved();
         return;
     }
     if (writing_.capacity() > (16u << 20)) {
@@ -381,12 +398,12 @@ void shard_log::write_batch() {
                 logger().error("shard {}: log fdatasync failed, refusing writes from now on: {}",
                                shard_, e.what());
                 failed_ = true;
-                durable_cv_.notify_all();
+                durable_moved();
                 return;
             }
         }
         durable_ = target;  // everysec and no: durable_ counts what was written
-        durable_cv_.notify_all();
+        durable_moved();
     }
     check_room();
     maybe_rewrite();
@@ -415,7 +432,7 @@ void shard_log::syncer_loop() {
             ++syncs_;
             durable_ = std::max(durable_, target);
         }
-        durable_cv_.notify_all();
+        durable_moved();
     }
 }
 

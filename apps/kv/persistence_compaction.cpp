@@ -262,7 +262,7 @@ void shard_log::finish_rewrite() {
     last_sync_ = clock::now();
     durable_ = appended_ - pending_.size();
     written_ = durable_;
-    durable_cv_.notify_all();
+    durable_moved();
     ++rewrites_;
     ++syncs_;
     logger().info("shard {}: log rewritten: {} -> {} bytes", shard_, old_size, appender_.end());
