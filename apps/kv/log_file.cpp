@@ -72,15 +72,6 @@ decode_result decode_at(file_window& w, std::uint64_t pos, std::uint32_t generat
     return r;
 }
 
-// Whether `h` (16 bytes) could start a record: a cheap test before the
-// checksum, for searching megabytes of an older generation's records.
-bool plausible_header(const char* h) {
-    const auto type = static_cast<unsigned char>(h[12]);
-    const auto version = static_cast<unsigned char>(h[13]);
-    return type >= 1 && type <= 5 && (version == 1 || version == log_format_version) &&
-           h[14] == 0 && h[15] == 0;
-}
-
 // The offset of the first valid record of `generation` starting after
 // `from`, if any.
 std::optional<std::uint64_t> find_valid_after(file_window& w, std::uint64_t from,
@@ -96,8 +87,7 @@ std::optional<std::uint64_t> find_valid_after(file_window& w, std::uint64_t from
             off += i - (record_header_size - 1);
             continue;
         }
-        if ((v.size() < record_header_size || plausible_header(v.data())) &&
-            decode_at(w, off, generation).status == decode_status::ok)
+        if (could_start_record(v) && decode_at(w, off, generation).status == decode_status::ok)
             return off;
         ++off;
     }

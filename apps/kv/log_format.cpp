@@ -92,6 +92,11 @@ void copy(char* dst, std::string_view src) noexcept {
     if (!src.empty()) std::memcpy(dst, src.data(), src.size());
 }
 
+// Version 1 is still read (generation 0, log_format.hpp).
+bool known_version(unsigned char version) noexcept {
+    return version == 1 || version == log_format_version;
+}
+
 decode_result corrupt(const char* why) noexcept {
     decode_result r;
     r.status = decode_status::corrupt;
@@ -112,6 +117,14 @@ std::uint32_t crc32c(std::uint32_t crc, const void* data, std::size_t size) noex
 
 std::uint32_t next_generation(std::uint32_t g) noexcept {
     return g + 1 == 0 ? 1 : g + 1;
+}
+
+bool could_start_record(std::string_view bytes) noexcept {
+    if (bytes.size() < record_header_size) return true;
+    const auto type = static_cast<unsigned char>(bytes[12]);
+    return type >= static_cast<unsigned char>(record_type::header) &&
+           type <= static_cast<unsigned char>(record_type::flush) &&
+           known_version(static_cast<unsigned char>(bytes[13])) && bytes[14] == 0 && bytes[15] == 0;
 }
 
 decode_result decode_record(std::string_view bytes, std::uint32_t generation) noexcept {
@@ -136,7 +149,7 @@ decode_result decode_record(std::string_view bytes, std::uint32_t generation) no
         return corrupt("bad header checksum");
     const std::uint32_t len = get32(h + 4);
     const auto version = static_cast<unsigned char>(h[13]);
-    if (version != 1 && version != log_format_version) return corrupt("unknown format version");
+    if (!known_version(version)) return corrupt("unknown format version");
     // Version 1 had no generations: its files are generation 0.
     if (version == 1 && type != record_type::header && generation != 0)
         return corrupt("version 1 record after a version 2 header");

@@ -90,6 +90,12 @@ struct decode_result {
 // record other than a header against `generation` (its file's).
 decode_result decode_record(std::string_view bytes, std::uint32_t generation) noexcept;
 
+// False when the header at the start of `bytes` cannot start a record (its
+// type, version or reserved bytes say so), true otherwise, also when fewer
+// than record_header_size bytes are there: a test before the checksums, for
+// searching megabytes of an older generation's records.
+bool could_start_record(std::string_view bytes) noexcept;
+
 // The generation after `g` for a file that replaces one of generation g
 // (never 0, which only version-1 files have).
 std::uint32_t next_generation(std::uint32_t g) noexcept;
