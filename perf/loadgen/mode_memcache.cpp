@@ -45,11 +45,7 @@ class memcache_mode final : public mode, private kv_workload {
         append_number(expected_, size_);
         expected_ += "\r\n";
         if (line != expected_) return reply_kind::wrong;
-        std::string_view data = in.read_exactly(size_ + 2);
-        expected_.clear();
-        append_value(expected_, key);
-        expected_ += "\r\n";
-        if (data != expected_) return reply_kind::wrong;
+        if (!is_value_line(in.read_exactly(size_ + 2), key)) return reply_kind::wrong;
         return in.read_until("\r\n", 16) == "END\r\n" ? reply_kind::hit : reply_kind::wrong;
     }
 

@@ -44,11 +44,7 @@ class resp_mode final : public mode, private kv_workload {
         expected_.clear();
         append_bulk_header(expected_, size_);
         if (line != expected_) return reply_kind::wrong;
-        std::string_view data = in.read_exactly(size_ + 2);
-        expected_.clear();
-        append_value(expected_, key);
-        expected_ += "\r\n";
-        return data == expected_ ? reply_kind::hit : reply_kind::wrong;
+        return is_value_line(in.read_exactly(size_ + 2), key) ? reply_kind::hit : reply_kind::wrong;
     }
 
   private:
