@@ -62,6 +62,20 @@ std::string pattern(std::size_t n, unsigned seed) {
     return s;
 }
 
+// Sets the process-wide recv policy for one test run and restores it. Tests
+// that read take GENERATE(RECV_POLICIES): each policy must behave the same.
+struct recv_policy_scope {
+    net_tuning::recv_policy saved = default_net_tuning().recv;
+    explicit recv_policy_scope(net_tuning::recv_policy policy) {
+        default_net_tuning().recv = policy;
+        INFO("recv policy " << static_cast<int>(policy));
+    }
+    ~recv_policy_scope() { default_net_tuning().recv = saved; }
+};
+#define RECV_POLICIES                                                  \
+    net_tuning::recv_policy::readiness, net_tuning::recv_policy::ring, \
+        net_tuning::recv_policy::after_full, net_tuning::recv_policy::always
+
 }  // namespace
 
 TEST_CASE("socket addresses parse and print") {
@@ -140,6 +154,7 @@ TEST_CASE("listen, accept and connect over IPv6 loopback") {
 }
 
 TEST_CASE("a 64 MiB round trip arrives intact") {
+    recv_policy_scope policy(GENERATE(RECV_POLICIES));
     run_in_reactor([] {
         listener l = listen(loopback_any_port());
         auto server = spawn_echo_server(l);
@@ -241,6 +256,7 @@ TEST_CASE("single-shot accept (no multishot) works the same") {
 }
 
 TEST_CASE("a peer's reset reaches the reader as ECONNRESET") {
+    recv_policy_scope policy(GENERATE(RECV_POLICIES));
     run_in_reactor([] {
         auto [l, client, server] = loopback_pair{};
         client.write_all(std::string_view("partial"));
@@ -265,6 +281,7 @@ TEST_CASE("a peer's reset reaches the reader as ECONNRESET") {
 }
 
 TEST_CASE("a read past its deadline throws timeout_error and leaves the connection usable") {
+    recv_policy_scope policy(GENERATE(RECV_POLICIES));
     run_in_reactor([] {
         auto [l, client, server] = loopback_pair{};
         char buf[8];
@@ -281,6 +298,7 @@ TEST_CASE("a read past its deadline throws timeout_error and leaves the connecti
 }
 
 TEST_CASE("a deadline that was met does not cancel a later read") {
+    recv_policy_scope policy(GENERATE(RECV_POLICIES));
     using namespace std::chrono_literals;
     run_in_reactor([] {
         auto [l, client, server] = loopback_pair{};
@@ -305,6 +323,7 @@ TEST_CASE("a deadline that was met does not cancel a later read") {
 }
 
 TEST_CASE("a read's deadline earlier than the last read's is kept") {
+    recv_policy_scope policy(GENERATE(RECV_POLICIES));
     // The connection's read alarm stays armed at the last read's deadline
     // (10 s away); the next read's much earlier one must move it.
     using namespace std::chrono_literals;
@@ -322,7 +341,35 @@ TEST_CASE("a read's deadline earlier than the last read's is kept") {
     });
 }
 
+TEST_CASE("a connection moved while its poll is armed reads on, and closes cleanly") {
+    recv_policy_scope policy(GENERATE(RECV_POLICIES));
+    run_in_reactor([] {
+        auto [l, client, server] = loopback_pair{};
+        char buf[8];
+        client.write_all(std::string_view("a"));
+        REQUIRE(server.read(buf) == 1);  // the readiness poll is armed from here on
+        connection moved = std::move(server);
+        auto reader = spawn([&] {
+            char more[8];
+            return moved.read(more);  // waits on the poll armed by `server`
+        });
+        yield();
+        client.write_all(std::string_view("bc"));
+        REQUIRE(reader.get() == 2);
+        connection again;
+        again = std::move(moved);
+        client.write_all(std::string_view("d"));
+        REQUIRE(again.read(buf) == 1);
+        REQUIRE(buf[0] == 'd');
+        again.close();  // the armed poll is cancelled; its handler frees itself
+        client.write_all(std::string_view("e"));  // no completion reaches a freed handler
+        yield();
+        client.shutdown(SHUT_WR);
+    });
+}
+
 TEST_CASE("streams: lines, records, limits and EOF") {
+    recv_policy_scope policy(GENERATE(RECV_POLICIES));
     run_in_reactor([] {
         auto [l, client, server] = loopback_pair{};
         {
@@ -378,6 +425,7 @@ TEST_CASE("Unix-domain sockets: connect, echo, and a stale path is replaced") {
 }
 
 TEST_CASE("closing a listener or a connection wakes their waiting fibers with ECANCELED") {
+    recv_policy_scope policy(GENERATE(RECV_POLICIES));
     run_in_reactor([] {
         auto [l, client, server] = loopback_pair{};
         auto waiting_accept = spawn([&] {
@@ -410,6 +458,7 @@ TEST_CASE("closing a listener or a connection wakes their waiting fibers with EC
 }
 
 TEST_CASE("stopping the shard wakes fibers waiting in accept and read with shutdown_error") {
+    recv_policy_scope policy(GENERATE(RECV_POLICIES));
     int accept_outcome = 0, read_outcome = 0;  // 1: shutdown_error, 2: anything else
     // Outlive the body: the fibers still use them while the shard stops.
     listener l;

@@ -89,10 +89,12 @@ void stop() {
 }
 
 net_tuning::recv_policy parse_recv_policy(const std::string& text) {
+    if (text == "readiness") return net_tuning::recv_policy::readiness;
     if (text == "ring") return net_tuning::recv_policy::ring;
     if (text == "after-full") return net_tuning::recv_policy::after_full;
     if (text == "always") return net_tuning::recv_policy::always;
-    throw config_error("bad --net-recv '" + text + "': expected ring, after-full or always");
+    throw config_error("bad --net-recv '" + text +
+                       "': expected readiness, ring, after-full or always");
 }
 
 }  // namespace
@@ -103,12 +105,12 @@ int main(int argc, char** argv) {
                        "IP address to listen on")("port",
                                                   po::value<std::uint16_t>()->default_value(7000),
                                                   "TCP port (every shard listens on it)")(
-        "net-recv", po::value<std::string>()->default_value("ring"),
-        "recv policy: ring, after-full (try recv first when the last read filled the buffer) or "
-        "always")("net-send-first", po::value<bool>()->default_value(true),
-                  "try send() before the ring")("net-poll-first",
-                                                po::value<bool>()->default_value(true),
-                                                "arm the poll at once for recvs expected to wait");
+        "net-recv", po::value<std::string>()->default_value("readiness"),
+        "recv policy: readiness (a multishot poll stays armed; recv when it fires), ring, "
+        "after-full (ring, but try recv first when the last read filled the buffer) or always")(
+        "net-send-first", po::value<bool>()->default_value(true), "try send() before the ring")(
+        "net-poll-first", po::value<bool>()->default_value(true),
+        "arm the poll at once for recvs expected to wait");
     return echo.run(argc, argv, [&] {
         const auto& opts = echo.options();
         std::string host = opts["address"].as<std::string>();

@@ -5,6 +5,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -77,9 +78,64 @@ std::string describe_peer(int fd) {
 
 // --- connection ------------------------------------------------------------------
 
+// The handler of a connection's multishot poll (recv_policy::readiness). The
+// kernel posts a completion each time data (or EOF, or an error) arrives;
+// `readable` then tells read() a recv is worth trying. A completion may be
+// stale (its data already read): that costs one recv that would block, never
+// a missed wake-up, since the poll stays armed across reads.
+class connection::readiness final : public completion_handler {
+  public:
+    explicit readiness(connection& owner) noexcept : owner_(&owner) {}
+    void set_owner(connection& owner) noexcept { owner_ = &owner; }
+
+    void arm(int fd) {
+        io_uring_prep_poll_multishot(get_sqe(this), fd, POLLIN | POLLRDHUP);
+        armed = true;
+    }
+    // The connection closes while the poll is armed and nobody waits: cancel
+    // it, and let its last completion free this handler.
+    void orphan() noexcept {
+        owner_ = nullptr;
+        io_uring_prep_cancel(get_sqe(nullptr), this, 0);
+    }
+    void complete(int result, std::uint32_t flags) noexcept override {
+        if (!owner_) {
+            if (!(flags & IORING_CQE_F_MORE)) delete this;
+            return;
+        }
+        readable = true;
+        // States that stay (EOF, a reset) post no further completions:
+        // once reported, recv must always be tried.
+        if (result > 0 && (result & (POLLRDHUP | POLLHUP | POLLERR))) stays_readable = true;
+        if (!(flags & IORING_CQE_F_MORE)) {
+            armed = false;  // cancelled, failed, or the kernel dropped it: read() re-arms
+            if (result < 0) error = -result;
+            if (owner_->closer_)
+                detail::make_ready(static_cast<detail::fiber_base*>(owner_->closer_));
+        }
+        if (waiter) detail::make_ready(waiter);
+    }
+
+    bool armed = false;           // the poll is in the kernel
+    bool readable = false;        // data may be queued: try recv
+    bool stays_readable = false;  // EOF or an error was reported: readable for good
+    int error = 0;  // the poll ended with this errno (ECANCELED: closed or shard stopping)
+    detail::fiber_base* waiter = nullptr;  // the fiber in wait_readable()
+
+  private:
+    connection* owner_;
+};
+
+void connection::readiness_deleter::operator()(readiness* r) const noexcept {
+    delete r;
+}
+
 connection::connection(connection&& other) noexcept
-    : fd_(std::exchange(other.fd_, -1)), last_read_full_(other.last_read_full_) {
+    : fd_(std::exchange(other.fd_, -1)),
+      last_read_full_(other.last_read_full_),
+      readiness_(std::move(other.readiness_)) {
     other.read_alarm_.cancel();  // see operator=
+    if (readiness_) readiness_->set_owner(*this);
 }
 
 connection& connection::operator=(connection&& other) noexcept {
@@ -87,6 +143,8 @@ connection& connection::operator=(connection&& other) noexcept {
         close();
         fd_ = std::exchange(other.fd_, -1);
         last_read_full_ = other.last_read_full_;
+        readiness_ = std::move(other.readiness_);
+        if (readiness_) readiness_->set_owner(*this);
         // read_alarm_ points at its own connection: each keeps its own, and
         // the other's (armed lazily, no read in flight) is let go.
         other.read_alarm_.cancel();
@@ -116,12 +174,7 @@ int connection::read_op(Prepare&& prepare, std::optional<time_point> deadline) {
     // Usually armed already, at an earlier deadline (the last read's): it
     // will move on when it fires. Armed only when missing or too late, and
     // before the SQE, so nothing can throw once the kernel owns `c`.
-    read_deadline_ = *deadline;
-    read_expired_ = false;
-    if (!read_alarm_.armed() || *deadline < read_alarm_.deadline()) {
-        read_alarm_.set_callback([this] { on_read_alarm(); });
-        read_alarm_.arm(*deadline);
-    }
+    arm_read_alarm(*deadline);
     fiber_completion c;
     prepare(get_sqe(&c));
     read_waiting_ = &c;
@@ -133,14 +186,28 @@ int connection::read_op(Prepare&& prepare, std::optional<time_point> deadline) {
     return c.result();
 }
 
+void connection::arm_read_alarm(time_point deadline) {
+    read_deadline_ = deadline;
+    read_expired_ = false;
+    if (!read_alarm_.armed() || deadline < read_alarm_.deadline()) {
+        read_alarm_.set_callback([this] { on_read_alarm(); });
+        read_alarm_.arm(deadline);
+    }
+}
+
 void connection::on_read_alarm() {
-    if (!read_waiting_) return;  // no read waits: stay disarmed until the next
+    detail::fiber_base* ready_waiter = readiness_ ? readiness_->waiter : nullptr;
+    if (!read_waiting_ && !ready_waiter) return;  // no read waits: stay disarmed until the next
     if (clock::now() < read_deadline_) {
         read_alarm_.arm(read_deadline_);
         return;
     }
     read_expired_ = true;
-    io_uring_prep_cancel(reactor::local().get_sqe(nullptr, 0), read_waiting_, 0);
+    if (ready_waiter) {
+        detail::make_ready(ready_waiter);  // the poll stays armed for the next read
+    } else {
+        io_uring_prep_cancel(reactor::local().get_sqe(nullptr, 0), read_waiting_, 0);
+    }
 }
 
 void connection::throw_error(int error, const char* what) const {
@@ -154,6 +221,7 @@ std::size_t connection::read(std::span<char> buffer, std::optional<time_point> d
     if (fd_ < 0) throw io_error(EBADF, "read on a closed connection");
     if (buffer.empty()) return 0;
     const net_tuning& tuning = default_net_tuning();
+    if (tuning.recv == net_tuning::recv_policy::readiness) return read_when_ready(buffer, deadline);
     bool speculate = tuning.recv == net_tuning::recv_policy::always ||
                      (tuning.recv == net_tuning::recv_policy::after_full && last_read_full_);
     bool likely_empty = !last_read_full_;
@@ -177,6 +245,49 @@ std::size_t connection::read(std::span<char> buffer, std::optional<time_point> d
     if (closing_) throw_error(ECANCELED, "recv");
     last_read_full_ = static_cast<std::size_t>(r) == buffer.size();
     return static_cast<std::size_t>(r);
+}
+
+std::size_t connection::read_when_ready(std::span<char> buffer,
+                                        std::optional<time_point> deadline) {
+    if (!readiness_) readiness_.reset(new readiness(*this));
+    readiness& ready = *readiness_;
+    for (;;) {
+        if (ready.readable) {
+            ssize_t n = ::recv(fd_, buffer.data(), buffer.size(), MSG_DONTWAIT);
+            if (n >= 0) {
+                // Short of the buffer: TCP and Unix stream recvs copy until
+                // the queue is empty, so data arriving after this recv posts
+                // a new completion. EOF may already be queued behind the
+                // data, though, and posts none: stays_readable covers it.
+                if (static_cast<std::size_t>(n) < buffer.size() && !ready.stays_readable) {
+                    ready.readable = false;
+                }
+                return static_cast<std::size_t>(n);
+            }
+            if (!would_block(errno)) throw_error(errno, "recv");
+            ready.readable = false;
+        }
+        if (ready.error) throw_error(ready.error, "poll for data");
+        wait_readable(deadline);
+    }
+}
+
+void connection::wait_readable(std::optional<time_point> deadline) {
+    readiness& ready = *readiness_;
+    if (!ready.armed) ready.arm(fd_);
+    if (deadline) {
+        arm_read_alarm(*deadline);
+    } else {
+        read_expired_ = false;
+    }
+    ready.waiter = detail::current_fiber();
+    // Uninterruptible, as ring reads are: a stopping shard cancels the poll,
+    // whose last completion ends this wait with error ECANCELED.
+    while (!ready.readable && !ready.error && !read_expired_) detail::suspend_uninterruptible();
+    ready.waiter = nullptr;
+    if (closer_) detail::make_ready(static_cast<detail::fiber_base*>(closer_));
+    if (read_expired_ && !ready.readable) throw_error(ETIME, "recv");
+    if (closing_) throw_error(ECANCELED, "recv");
 }
 
 void connection::write_all(std::string_view data, std::optional<time_point> deadline) {
@@ -262,17 +373,29 @@ void connection::shutdown(int how) {
 void connection::close() noexcept {
     read_alarm_.cancel();
     if (fd_ < 0) return;
-    if (inflight_ > 0) {
+    // A fiber in wait_readable() counts as an operation in flight: the
+    // cancel ends its poll and it must let go of readiness_ first.
+    auto busy = [this] { return inflight_ > 0 || (readiness_ && readiness_->waiter); };
+    if (busy()) {
         closing_ = true;
         if (detail::current_fiber()) {
             // Cancel while fd_ is still open (the cancel looks the file up
             // when the ring submits it), then let the waiters unwind.
             cancel_io_on_fd(fd_);
             closer_ = detail::current_fiber();
-            while (inflight_ > 0) detail::suspend_uninterruptible();
+            while (busy()) detail::suspend_uninterruptible();
             closer_ = nullptr;
         } else {
             ::shutdown(fd_, SHUT_RDWR);  // off the shards: at least wake the waiters
+        }
+    }
+    if (readiness_ && readiness_->armed) {
+        // The kernel holds the handler until the poll's last completion.
+        if (reactor::local_or_null()) {
+            readiness_.release()->orphan();
+        } else {
+            static_cast<void>(
+                readiness_.release());  // no ring to cancel it on here: leak, never free early
         }
     }
     ::close(fd_);

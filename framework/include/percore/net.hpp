@@ -31,11 +31,16 @@ class completion_handler;
 // shard starts using sockets (the echo app exposes it as options).
 struct net_tuning {
     enum class recv_policy : std::uint8_t {
+        // A multishot poll stays armed on the socket (as an epoll registration
+        // does) and recv(MSG_DONTWAIT) runs once it reports data: no SQE and
+        // no poll arming per read. Measured 5-9 % less server CPU per message
+        // than `ring` in perf/compare-echo.
+        readiness,
         ring,        // every recv goes through the ring
         after_full,  // try recv(MSG_DONTWAIT) first when the previous read filled the buffer
         always,      // always try recv(MSG_DONTWAIT) first
     };
-    recv_policy recv = recv_policy::ring;
+    recv_policy recv = recv_policy::readiness;
     // Try send(MSG_DONTWAIT) first; the ring only gets what would block.
     bool send_first = true;
     // Ring recvs that are expected to wait skip the kernel's first attempt
@@ -86,6 +91,13 @@ class connection {
     int ring_op(Prepare&& prepare, std::optional<time_point> deadline);
     template <typename Prepare>
     int read_op(Prepare&& prepare, std::optional<time_point> deadline);
+    class readiness;
+    struct readiness_deleter {
+        void operator()(readiness* r) const noexcept;  // in net.cpp, where readiness is complete
+    };
+    std::size_t read_when_ready(std::span<char> buffer, std::optional<time_point> deadline);
+    void wait_readable(std::optional<time_point> deadline);
+    void arm_read_alarm(time_point deadline);
     // A ring operation ended: wakes close() when it was the last.
     void op_done() noexcept;
     void on_read_alarm();
@@ -106,6 +118,9 @@ class connection {
     time_point read_deadline_{};
     completion_handler* read_waiting_ = nullptr;  // the read read_alarm_ guards
     bool read_expired_ = false;                   // read_alarm_ cancelled it
+    // The multishot poll of recv_policy::readiness, armed by the first read.
+    // On the heap: the kernel holds its address while the connection moves.
+    std::unique_ptr<readiness, readiness_deleter> readiness_;
 };
 
 // Options of listen().
