@@ -93,7 +93,8 @@ class connection {
     int read_op(Prepare&& prepare, std::optional<time_point> deadline);
     class readiness;
     struct readiness_deleter {
-        void operator()(readiness* r) const noexcept;  // in net.cpp, where readiness is complete
+        void operator()(
+            readiness* r) const noexcept;  // in connection.cpp, where readiness is complete
     };
     std::size_t read_when_ready(std::span<char> buffer, std::optional<time_point> deadline);
     void wait_readable(std::optional<time_point> deadline);
