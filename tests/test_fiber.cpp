@@ -2,6 +2,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <unistd.h>
@@ -21,6 +22,40 @@ TEST_CASE("spawn returns the fiber's value through a future") {
         REQUIRE(f.get() == 42);
         auto g = spawn([] { return std::string("hello"); });
         REQUIRE(g.get() == "hello");
+    });
+}
+
+TEST_CASE("a fiber's captures are destroyed on the fiber, before its future is ready") {
+    // A captured connection's close() may have to wait for the kernel: its
+    // destructor must run on the fiber that ran the body (another fiber it
+    // suspended would be the wrong one), whether the body returned or threw.
+    struct capture {
+        int* destroyed_on_own_fiber;
+        detail::fiber_base* body_fiber = nullptr;  // set by the body
+        capture(const capture&) = delete;
+        capture(capture&& other) noexcept
+            : destroyed_on_own_fiber(std::exchange(other.destroyed_on_own_fiber, nullptr)) {}
+        explicit capture(int* counter) : destroyed_on_own_fiber(counter) {}
+        ~capture() {
+            if (!destroyed_on_own_fiber) return;      // moved from
+            sleep_for(std::chrono::milliseconds(1));  // suspends: only a fiber can
+            if (detail::current_fiber() == body_fiber) ++*destroyed_on_own_fiber;
+        }
+    };
+    run_in_reactor([] {
+        int count = 0;
+        auto returns = spawn([c = capture(&count)]() mutable {
+            c.body_fiber = detail::current_fiber();
+            return 7;
+        });
+        REQUIRE(returns.get() == 7);
+        REQUIRE(count == 1);
+        auto throws = spawn([c = capture(&count)]() mutable {
+            c.body_fiber = detail::current_fiber();
+            throw std::runtime_error("body failed");
+        });
+        REQUIRE_THROWS_AS(throws.get(), std::runtime_error);
+        REQUIRE(count == 2);
     });
 }
 

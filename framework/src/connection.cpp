@@ -45,17 +45,7 @@ class connection::readiness final : public completion_handler {
         io_uring_prep_poll_multishot(get_sqe(this), fd, POLLIN | POLLRDHUP);
         armed = true;
     }
-    // The connection closes while the poll is armed and nobody waits: cancel
-    // it, and let its last completion free this handler.
-    void orphan() noexcept {
-        owner_ = nullptr;
-        io_uring_prep_cancel(get_sqe(nullptr), this, 0);
-    }
     void complete(int result, std::uint32_t flags) noexcept override {
-        if (!owner_) {
-            if (!(flags & IORING_CQE_F_MORE)) delete this;
-            return;
-        }
         readable = true;
         // States that stay (EOF, a reset) post no further completions:
         // once reported, recv must always be tried.
@@ -326,9 +316,12 @@ void connection::shutdown(int how) {
 void connection::close() noexcept {
     read_alarm_.cancel();
     if (fd_ < 0) return;
-    // A fiber in wait_readable() counts as an operation in flight: the
-    // cancel ends its poll and it must let go of readiness_ first.
-    auto busy = [this] { return inflight_ > 0 || (readiness_ && readiness_->waiter); };
+    // An armed poll counts as an operation in flight: the kernel holds its
+    // handler until the last completion (the cancel's), and a fiber waiting
+    // in wait_readable() must let go of readiness_ too.
+    auto busy = [this] {
+        return inflight_ > 0 || (readiness_ && (readiness_->armed || readiness_->waiter));
+    };
     if (busy()) {
         closing_ = true;
         if (detail::current_fiber()) {
@@ -343,13 +336,9 @@ void connection::close() noexcept {
         }
     }
     if (readiness_ && readiness_->armed) {
-        // The kernel holds the handler until the poll's last completion.
-        if (reactor::local_or_null()) {
-            readiness_.release()->orphan();
-        } else {
-            static_cast<void>(
-                readiness_.release());  // no ring to cancel it on here: leak, never free early
-        }
+        // Closed off the shards with the poll armed: the kernel may still post
+        // to the handler, so it is leaked rather than freed early.
+        static_cast<void>(readiness_.release());
     }
     ::close(fd_);
     fd_ = -1;

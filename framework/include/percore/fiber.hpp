@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstddef>
+#include <exception>
+#include <optional>
 #include <string_view>
 #include <type_traits>
 #include <utility>
@@ -29,21 +31,32 @@ class spawned_fiber final : public fiber_base {
   public:
     spawned_fiber(F&& fn, promise<R>&& p) : fn_(std::move(fn)), promise_(std::move(p)) {}
 
+    // The callable and its captures are destroyed here, on the fiber and
+    // before the future is ready: a captured connection's close() may wait
+    // for the kernel, which only a fiber can, and whoever get()s the result
+    // finds the captures released.
     void run() noexcept override {
+        std::exception_ptr error;
         try {
             if constexpr (std::is_void_v<R>) {
-                fn_();
+                (*fn_)();
+                fn_.reset();
                 promise_.set_value();
             } else {
-                promise_.set_value(fn_());
+                R result = (*fn_)();
+                fn_.reset();
+                promise_.set_value(std::move(result));
             }
+            return;
         } catch (...) {
-            promise_.set_exception(std::current_exception(), "fiber '" + name() + "'");
+            error = std::current_exception();
         }
+        fn_.reset();  // outside the handler: a destructor may suspend this fiber
+        promise_.set_exception(std::move(error), "fiber '" + name() + "'");
     }
 
   private:
-    F fn_;
+    std::optional<F> fn_;
     promise<R> promise_;
 };
 
