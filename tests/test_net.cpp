@@ -322,6 +322,24 @@ TEST_CASE("a deadline that was met does not cancel a later read") {
     });
 }
 
+TEST_CASE("a read without a deadline is not cut short by an earlier read's") {
+    recv_policy_scope policy(GENERATE(RECV_POLICIES));
+    using namespace std::chrono_literals;
+    run_in_reactor([] {
+        auto [l, client, server] = loopback_pair{};
+        char buf[8];
+        client.write_all(std::string_view("a"));
+        REQUIRE(server.read(buf, clock::now() + 20ms) == 1);  // leaves the read alarm armed
+        auto late = spawn([&] {
+            sleep_for(60ms);  // past the first read's deadline
+            client.write_all(std::string_view("b"));
+        });
+        REQUIRE(server.read(buf) == 1);
+        late.get();
+        CHECK(buf[0] == 'b');
+    });
+}
+
 TEST_CASE("a read's deadline earlier than the last read's is kept") {
     recv_policy_scope policy(GENERATE(RECV_POLICIES));
     // The connection's read alarm stays armed at the last read's deadline

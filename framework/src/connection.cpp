@@ -221,6 +221,7 @@ void connection::wait_readable(std::optional<time_point> deadline) {
     if (deadline) {
         arm_read_alarm(*deadline);
     } else {
+        read_alarm_.cancel();  // an earlier read's deadline must not end this wait
         read_expired_ = false;
     }
     ready.waiter = detail::current_fiber();
