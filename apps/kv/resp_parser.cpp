@@ -33,6 +33,16 @@ std::size_t find_byte(const char* data, std::size_t from, std::size_t size, char
     return p ? static_cast<std::size_t>(static_cast<const char*>(p) - data) : size;
 }
 
+// find_byte() for '\r' in a header line ("*3", "$100"): those are a few
+// bytes, which a plain loop checks before memchr's call would return.
+std::size_t find_cr(const char* data, std::size_t from, std::size_t size) noexcept {
+    const std::size_t near = std::min(size, from + 16);
+    for (std::size_t i = from; i < near; ++i) {
+        if (data[i] == '\r') return i;
+    }
+    return find_byte(data, near, size, '\r');
+}
+
 }  // namespace
 
 bool parse_strict_int(std::string_view text, long long& value) noexcept {
@@ -101,7 +111,7 @@ resp_parser::status resp_parser::done(const char* base, std::size_t consumed) {
 // line (and the '\n' after it) is not all there yet.
 std::size_t resp_parser::header_end(std::span<char> input, bool& too_big) {
     const std::size_t size = input.size();
-    const std::size_t cr = find_byte(input.data(), std::max(scan_, pos_), size, '\r');
+    const std::size_t cr = find_cr(input.data(), std::max(scan_, pos_), size);
     too_big = false;
     if (cr == size) {
         scan_ = size;

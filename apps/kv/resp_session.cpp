@@ -242,8 +242,7 @@ void resp_session::handle(const resp_args& argv) {
             const unsigned owner = owner_shard(argv[1], shard_count());
             if (s.plans.empty() && owner == this_shard_id()) {
                 // Nothing pending: run it now, no batch needed.
-                s.args.assign(argv.size(), {});
-                for (std::size_t i = 0; i < argv.size(); ++i) s.args[i] = argv[i];
+                for (std::size_t i = 0; i < argv.size(); ++i) s.args.push_back(argv[i]);
                 run_keyed(info->cmd, s.args, *shared_.stores[owner], shared_.settings, out_);
                 s.args.clear();
                 return;
