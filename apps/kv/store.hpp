@@ -199,14 +199,19 @@ class store {
     // Each hash is key_hash() of a key; only the first 32 are used (their
     // lines stay well inside L2).
     void prefetch(std::span<const std::uint64_t> hashes) const noexcept;
-    // prefetch() of the keys key_at(0) ... key_at(count - 1).
+    // prefetch() of the keys key_at(0) ... key_at(count - 1), skipping empty
+    // ones: a batch's operations without a key (a memcached GET's "END")
+    // name none, and a lone real key has nothing to overlap with.
     template <typename KeyAt>
     void prefetch_keys(std::size_t count, KeyAt key_at) const noexcept {
         if (count < 2) return;
         std::array<std::uint64_t, max_prefetch> hashes;
-        count = std::min(count, max_prefetch);
-        for (std::size_t i = 0; i < count; ++i) hashes[i] = key_hash(key_at(i));
-        prefetch(std::span(hashes.data(), count));
+        std::size_t keys = 0;
+        for (std::size_t i = 0; i < count && keys < max_prefetch; ++i) {
+            const std::string_view key = key_at(i);
+            if (!key.empty()) hashes[keys++] = key_hash(key);
+        }
+        prefetch(std::span(hashes.data(), keys));
     }
     static constexpr std::size_t max_prefetch = 32;
 
