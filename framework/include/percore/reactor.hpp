@@ -85,7 +85,11 @@ class reactor {
     void run();
     // Asks the loop to stop. Safe from any thread.
     void request_stop() noexcept;
-    bool stop_requested() const noexcept { return stop_requested_.load(std::memory_order_relaxed); }
+    // Sequentially consistent: sleep_until_work() stores its sleeping flag,
+    // then loads this, while request_stop() stores this, then exchanges the
+    // flag; only seq_cst on both sides promises one of them sees the other
+    // (free on x86, where a seq_cst load is a plain load).
+    bool stop_requested() const noexcept { return stop_requested_.load(std::memory_order_seq_cst); }
 
     // Wakes the reactor if it sleeps in its ring. Safe from any thread; costs
     // one atomic load when the reactor is awake.
