@@ -193,8 +193,8 @@ class store {
     // Looks a key up without counting or touching the LRU (EXISTS, TTL, TYPE...).
     // Still removes the key if it expired.
     std::optional<item_view> peek(std::string_view key);
-    // Starts loading into the cache the buckets, then the first items, of a
-    // batch of keys about to be looked up in turn (a pipelined read's
+    // Starts loading into the cache the buckets, the items and the values
+    // of a batch of keys about to be looked up in turn (a pipelined read's
     // requests), so the batch's cache misses overlap instead of adding up.
     // Each hash is key_hash() of a key; only the first 32 are used (their
     // lines stay well inside L2).
