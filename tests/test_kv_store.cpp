@@ -5,6 +5,7 @@
 
 #include <set>
 #include <string>
+#include <vector>
 
 #include "percore/timer.hpp"
 #include "shards.hpp"
@@ -374,4 +375,34 @@ TEST_CASE("kv store: payload_bytes is the key and value bytes of the live items"
     CHECK(s.payload_bytes() == walked());
     s.flush();
     CHECK(s.payload_bytes() == 0);
+}
+
+TEST_CASE("kv store: prefetching a batch changes no lookup's answer", "[kv]") {
+    // prefetch() reads buckets, chains and item headers to find what to
+    // load: over chains several items long (far more keys than the initial
+    // table has buckets, before it grows), values from empty to larger than
+    // the 256 bytes it prefetches, missing, empty and removed keys.
+    store s;
+    std::vector<std::string> keys;
+    for (int i = 0; i < 5000; ++i) {
+        keys.push_back("key:" + std::to_string(i));
+        const std::size_t sizes[] = {0, 1, 100, 300, 5000};
+        REQUIRE(s.set(keys.back(), std::string(sizes[i % 5], static_cast<char>('a' + i % 26))) ==
+                store_result::stored);
+    }
+    for (int i = 0; i < 5000; i += 7) REQUIRE(s.remove(keys[i]) == store_result::deleted);
+    keys.push_back("");
+    keys.push_back("missing");
+    for (std::size_t first = 0; first + 40 <= keys.size(); first += 13) {
+        s.prefetch_keys(40, [&](std::size_t i) { return std::string_view(keys[first + i]); });
+        for (std::size_t i = first; i < first + 40; ++i) {
+            const auto v = s.peek(keys[i]);
+            const bool present = i < 5000 && i % 7 != 0;
+            REQUIRE(v.has_value() == present);
+            if (present) {
+                const std::size_t sizes[] = {0, 1, 100, 300, 5000};
+                REQUIRE(v->value == std::string(sizes[i % 5], static_cast<char>('a' + i % 26)));
+            }
+        }
+    }
 }

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "../apps/kv/resp_commands.hpp"
 #include "../apps/kv/resp_parser.hpp"
 #include "../apps/kv/resp_writer.hpp"
 
@@ -60,7 +61,10 @@ void operator delete[](void* p, const std::nothrow_t&) noexcept {
     std::free(p);
 }
 
+using percore::kv::find_resp_command;
 using percore::kv::parse_strict_int;
+using percore::kv::resp_command_info;
+using percore::kv::resp_command_table;
 using percore::kv::resp_limits;
 using percore::kv::resp_parser;
 using percore::kv::resp_writer;
@@ -378,4 +382,27 @@ TEST_CASE("resp_parser: every size a client controls has a limit", "[resp][limit
     std::string buffer = "*1\r\n$536870912\r\n";
     REQUIRE(parser.parse({buffer.data(), buffer.size()}) == resp_parser::status::need_more);
     REQUIRE(parser.bytes_wanted() == buffer.size() + 536870912 + 2);
+}
+
+TEST_CASE("resp command table: every command is found by its name in any case", "[resp]") {
+    const auto table = resp_command_table();
+    REQUIRE(table.size() > 40);
+    for (const resp_command_info& c : table) {
+        std::string upper(c.name), mixed(c.name);
+        for (std::size_t i = 0; i < upper.size(); ++i) {
+            if (upper[i] >= 'a' && upper[i] <= 'z') upper[i] = static_cast<char>(upper[i] - 32);
+            if (i % 2 == 0) mixed[i] = upper[i];
+        }
+        INFO(c.name);
+        REQUIRE(find_resp_command(c.name) == &c);
+        REQUIRE(find_resp_command(upper) == &c);
+        REQUIRE(find_resp_command(mixed) == &c);
+    }
+    // Unknown names, prefixes, extensions, empty and over-long ones.
+    for (std::string_view name : {"", "ge", "gett", "foo", "get\r", "g\0t", "xyzzy"}) {
+        INFO(name);
+        REQUIRE(find_resp_command(name) == nullptr);
+    }
+    REQUIRE(find_resp_command(std::string(25, 'a')) == nullptr);
+    REQUIRE(find_resp_command(std::string(1000, 'g')) == nullptr);
 }
