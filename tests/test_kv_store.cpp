@@ -382,13 +382,15 @@ TEST_CASE("kv store: prefetching a batch changes no lookup's answer", "[kv]") {
     // load: over chains several items long (far more keys than the initial
     // table has buckets, before it grows), values from empty to larger than
     // the 256 bytes it prefetches, missing, empty and removed keys.
+    auto value_of_key = [](std::size_t i) {
+        const std::size_t sizes[] = {0, 1, 100, 300, 5000};
+        return std::string(sizes[i % 5], static_cast<char>('a' + i % 26));
+    };
     store s;
     std::vector<std::string> keys;
-    for (int i = 0; i < 5000; ++i) {
+    for (std::size_t i = 0; i < 5000; ++i) {
         keys.push_back("key:" + std::to_string(i));
-        const std::size_t sizes[] = {0, 1, 100, 300, 5000};
-        REQUIRE(s.set(keys.back(), std::string(sizes[i % 5], static_cast<char>('a' + i % 26))) ==
-                store_result::stored);
+        REQUIRE(s.set(keys.back(), value_of_key(i)) == store_result::stored);
     }
     for (int i = 0; i < 5000; i += 7) REQUIRE(s.remove(keys[i]) == store_result::deleted);
     keys.push_back("");
@@ -399,10 +401,7 @@ TEST_CASE("kv store: prefetching a batch changes no lookup's answer", "[kv]") {
             const auto v = s.peek(keys[i]);
             const bool present = i < 5000 && i % 7 != 0;
             REQUIRE(v.has_value() == present);
-            if (present) {
-                const std::size_t sizes[] = {0, 1, 100, 300, 5000};
-                REQUIRE(v->value == std::string(sizes[i % 5], static_cast<char>('a' + i % 26)));
-            }
+            if (present) REQUIRE(v->value == value_of_key(i));
         }
     }
 }

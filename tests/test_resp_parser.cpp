@@ -399,7 +399,9 @@ TEST_CASE("resp command table: every command is found by its name in any case", 
         REQUIRE(find_resp_command(mixed) == &c);
     }
     // Unknown names, prefixes, extensions, empty and over-long ones.
-    for (std::string_view name : {"", "ge", "gett", "foo", "get\r", "g\0t", "xyzzy"}) {
+    using namespace std::string_view_literals;
+    for (std::string_view name :
+         {""sv, "ge"sv, "gett"sv, "foo"sv, "get\r"sv, "g\0t"sv, "xyzzy"sv}) {
         INFO(name);
         REQUIRE(find_resp_command(name) == nullptr);
     }

@@ -2,6 +2,7 @@
 // its lookup, and the name and glob matching the commands share.
 #include "resp_commands.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <iterator>
@@ -110,23 +111,25 @@ constexpr resp_command_info table[] = {
      "Return the current server time"},
 };
 
+// ASCII only, as Redis compares command names (no locale).
+char ascii_lower(char c) noexcept {
+    return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
 }  // namespace
 
 bool iequals(std::string_view a, std::string_view b) noexcept {
     if (a.size() != b.size()) return false;
     for (std::size_t i = 0; i < a.size(); ++i) {
-        char x = a[i], y = b[i];
-        if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
-        if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
-        if (x != y) return false;
+        if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
     }
     return true;
 }
 
 namespace {
 
-// Command names, lowercased, hashed into an open-addressing table four times
-// the size of the command table. Every request looks its name up: at
+// Command names hashed, case folded, into an open-addressing table four
+// times the size of the command table. Every request looks its name up: at
 // pipeline 16, std::unordered_map's murmur hash and modulo were 2.5 % of
 // kv's CPU; this is a multiply per byte and a mask.
 class command_index {
@@ -137,34 +140,29 @@ class command_index {
             std::size_t i = hash(c.name) & (slots - 1);
             while (slot_[i]) i = (i + 1) & (slots - 1);
             slot_[i] = &c;
+            longest_ = std::max(longest_, c.name.size());
         }
     }
 
     const resp_command_info* find(std::string_view name) const noexcept {
-        char lower[max_name];
-        if (name.size() > max_name) return nullptr;
-        for (std::size_t i = 0; i < name.size(); ++i) {
-            const char c = name[i];
-            lower[i] = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-        }
-        const std::string_view key(lower, name.size());
-        for (std::size_t i = hash(key) & (slots - 1); slot_[i]; i = (i + 1) & (slots - 1)) {
-            if (slot_[i]->name == key) return slot_[i];
+        if (name.size() > longest_) return nullptr;  // do not hash a huge argument
+        for (std::size_t i = hash(name) & (slots - 1); slot_[i]; i = (i + 1) & (slots - 1)) {
+            if (iequals(slot_[i]->name, name)) return slot_[i];
         }
         return nullptr;
     }
 
   private:
     static constexpr std::size_t slots = 256;
-    static constexpr std::size_t max_name = 24;  // longer than any command's name
 
-    static std::uint32_t hash(std::string_view name) noexcept {  // FNV-1a
+    static std::uint32_t hash(std::string_view name) noexcept {  // FNV-1a of the lower case
         std::uint32_t h = 2166136261u;
-        for (char c : name) h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
+        for (char c : name) h = (h ^ static_cast<unsigned char>(ascii_lower(c))) * 16777619u;
         return h;
     }
 
     std::array<const resp_command_info*, slots> slot_{};
+    std::size_t longest_ = 0;
 };
 
 }  // namespace
