@@ -147,6 +147,44 @@ class KvRedisTest(unittest.TestCase):
         self.assertEqual(out, b"+PONG\r\n+OK\r\n")
         self.assertTrue(closed)
 
+    def test_clients_move_to_the_shard_of_their_key(self):
+        # Each client works on one key: those that landed on the other shard
+        # move to the key's shard after 64 requests (INFO counts them), keep
+        # their id and name, and lose or repeat no request across the move.
+        def moved():
+            return self.r.info("stats")["percore_clients_moved"]
+
+        before = moved()
+        clients = [redis.Redis(port=self.port, socket_timeout=WAIT, single_connection_client=True)
+                   for _ in range(24)]  # all 24 on the key's shard: odds 2^-24
+        try:
+            ids = []
+            for i, c in enumerate(clients):
+                c.client_setname("mover%d" % i)
+                ids.append(c.client_id())
+            for c in clients:
+                for _ in range(100):
+                    c.incr("hot")
+                pipe = c.pipeline(transaction=False)
+                for _ in range(100):
+                    pipe.incr("hot")
+                pipe.execute()
+            self.assertEqual(self.r.get("hot"), b"4800")
+            after = moved()
+            self.assertGreaterEqual(after - before, 1)
+            self.assertLessEqual(after - before, len(clients))
+            for i, c in enumerate(clients):
+                self.assertEqual(c.client_getname(), "mover%d" % i)
+                self.assertEqual(c.client_id(), ids[i])
+            # Now on the key's shard, they stay there.
+            for c in clients:
+                for _ in range(100):
+                    c.get("hot")
+            self.assertEqual(moved(), after)
+        finally:
+            for c in clients:
+                c.close()
+
     def test_set_options(self):
         r = self.r
         self.assertTrue(r.set("k", "v"))

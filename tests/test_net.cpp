@@ -10,6 +10,7 @@
 #include "percore/errors.hpp"
 #include "percore/fiber.hpp"
 #include "percore/net.hpp"
+#include "percore/smp.hpp"
 #include "percore/stream.hpp"
 #include "percore/sync.hpp"
 #include "percore/timer.hpp"
@@ -511,4 +512,42 @@ TEST_CASE("stopping the shard wakes fibers waiting in accept and read with shutd
     });
     REQUIRE(accept_outcome == 1);
     REQUIRE(read_outcome == 1);
+}
+
+TEST_CASE("a released connection moves to another shard and keeps its stream") {
+    auto policy = GENERATE(RECV_POLICIES);
+    std::string echoed_there;
+    int fd_after = 0;
+    unsigned served_on = 0;
+    percore::testing::run_in_shards(2, [&] {
+        recv_policy_scope scope(policy);
+        auto [l, client, server] = loopback_pair{};
+        // Shard 0 reads one request, which arms its poll (or ring read) on the socket.
+        client.write_all(std::string_view("first"));
+        char buf[5];
+        REQUIRE(server.read(buf) == 5);
+        const int fd = server.release();
+        REQUIRE(fd >= 0);
+        fd_after = server.fd();
+        // Data that arrives while nobody owns the socket is not lost.
+        client.write_all(std::string_view("second"));
+        auto moved = submit_to(1, [fd] {
+            connection adopted(fd);
+            char got[6];
+            std::size_t n = 0;
+            while (n < sizeof got) n += adopted.read(std::span(got + n, sizeof got - n));
+            adopted.write_all(std::string_view(got, n));
+            return std::make_pair(std::string(got, n), this_shard_id());
+        });
+        char reply[6];
+        std::size_t n = 0;
+        while (n < sizeof reply) n += client.read(std::span(reply + n, sizeof reply - n));
+        auto [seen, shard] = moved.get();
+        REQUIRE(std::string(reply, n) == "second");
+        echoed_there = seen;
+        served_on = shard;
+    });
+    REQUIRE(fd_after == -1);
+    REQUIRE(echoed_there == "second");
+    REQUIRE(served_on == 1);
 }

@@ -88,6 +88,10 @@ class db_shard : public service<db_shard> {
     // ends). The one cross-shard datum: a relaxed atomic counter.
     bool admit_connection() noexcept;
     void release_connection() noexcept;
+    // A client moved from one shard to another (kv moves a client to the
+    // shard its keys live on): still admitted, counted on its new shard.
+    void connection_moved_out() noexcept { --connections_.curr_connections; }
+    void connection_moved_in() noexcept { ++connections_.curr_connections; }
 
     // When the app started (steady clock and unix seconds), for uptime.
     static time_point started_at() noexcept;

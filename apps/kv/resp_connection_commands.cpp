@@ -150,7 +150,7 @@ void resp_session::cmd_hello(const resp_args& argv) {
 std::string resp_session::client_info_line() const {
     std::string addr = "?";
     try {
-        addr = conn_.peer_address().to_string();
+        addr = conn_->peer_address().to_string();
     } catch (const std::exception& e) {
         addr = std::string("? (") + e.what() + ")";
     }
@@ -291,7 +291,7 @@ void resp_session::cmd_config(const resp_args& argv) {
         {"proto-max-bulk-len", std::to_string(shared_.config.proto_max_bulk_len)},
         {"client-query-buffer-limit", std::to_string(shared_.config.client_query_buffer_limit)},
         {"maxclients", std::to_string(shared_.database->local().config().max_connections)},
-        {"port", std::to_string(fe_.port())},
+        {"port", std::to_string(fe_->port())},
     };
     std::vector<const std::pair<std::string_view, std::string>*> hits;
     for (const auto& p : params) {

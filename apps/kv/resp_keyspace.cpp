@@ -340,6 +340,7 @@ void cmd_info(resp_shared& shared, argv_t argv, resp_writer& w) {
     for (const auto& f : fronts) {
         front.commands_processed += f.commands_processed;
         front.protocol_errors += f.protocol_errors;
+        front.clients_moved += f.clients_moved;
     }
     std::uint64_t keys = 0;
     for (auto n : total.items_per_shard) keys += n;
@@ -414,6 +415,8 @@ void cmd_info(resp_shared& shared, argv_t argv, resp_writer& w) {
         line("evicted_keys", total.store.evictions);
         line("keyspace_hits", total.store.get_hits);
         line("keyspace_misses", total.store.get_misses);
+        // Clients moved to the shard their keys live on (resp_session::run).
+        line("percore_clients_moved", front.clients_moved);
     }
     if (wanted("persistence", true)) {
         section("Persistence");

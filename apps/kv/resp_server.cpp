@@ -68,15 +68,22 @@ void resp_frontend::accept_loop() {
         }
         gate::holder hold(gate_);
         spawn({.name = "resp-conn"},
-              [this, c = std::move(conn), h = std::move(hold)]() mutable { serve(std::move(c)); });
+              [this, c = std::move(conn), h = std::move(hold)]() mutable {
+                  serve(std::move(c), nullptr);
+              });
     }
 }
 
-void resp_frontend::serve(percore::connection conn) {
+void resp_frontend::serve(percore::connection conn, std::unique_ptr<resp_session> session) {
     live_.push_back(&conn);
+    std::optional<unsigned> move;
     try {
-        resp_session session(*this, conn);
-        session.run();
+        if (session) {
+            session->rebind(*this, conn);
+        } else {
+            session = std::make_unique<resp_session>(*this, conn);
+        }
+        move = session->run();
     } catch (const io_error& e) {
         // A peer that reset or went away, or stop() closing the socket.
         logger().debug("resp: connection ended: {}", e.what());
@@ -88,7 +95,48 @@ void resp_frontend::serve(percore::connection conn) {
         logger().error("resp: connection failed: {}", e.what());
     }
     live_.erase(std::find(live_.begin(), live_.end(), &conn));
-    shared_.database->local().release_connection();
+    if (move && !gate_.is_closed()) {
+        move_to(*move, conn, std::move(session));
+    } else {
+        shared_.database->local().release_connection();
+    }
+}
+
+void resp_frontend::move_to(unsigned to, percore::connection& conn,
+                            std::unique_ptr<resp_session> session) {
+    db_shard& here = shared_.database->local();
+    here.connection_moved_out();
+    ++stats_.clients_moved;
+    // Released here, adopted there; if the call never runs (the target
+    // stops first), the connection it carries closes the socket.
+    percore::connection moving(conn.release());
+    try {
+        submit_to(to, [c = std::move(moving), session = std::move(session), shared = &shared_,
+                       to]() mutable {
+            shared->database->local().connection_moved_in();
+            if (resp_frontend* fe = shared->frontends[to]) {
+                fe->adopt(std::move(c), std::move(session));
+            } else {
+                shared->database->local().release_connection();  // stopped meanwhile
+            }
+        }).get();
+    } catch (const std::exception& e) {
+        logger().debug("resp: moving a client to shard {}: {}", to, e.what());
+        here.connection_moved_in();
+        here.release_connection();
+    }
+}
+
+void resp_frontend::adopt(percore::connection conn, std::unique_ptr<resp_session> session) {
+    try {
+        gate::holder hold(gate_);
+        spawn({.name = "resp-conn"},
+              [this, c = std::move(conn), s = std::move(session), h = std::move(hold)]() mutable {
+                  serve(std::move(c), std::move(s));
+              });
+    } catch (const gate_closed_error&) {
+        shared_.database->local().release_connection();  // stopping: conn closes here
+    }
 }
 
 void resp_frontend::stop() {

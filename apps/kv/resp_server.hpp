@@ -26,6 +26,7 @@
 namespace percore::kv {
 
 class resp_frontend;
+class resp_session;
 
 // Options of the Redis front end (the kv app's command line).
 struct resp_config {
@@ -58,6 +59,7 @@ struct resp_stats {
     std::uint64_t commands_processed = 0;
     std::uint64_t rejected_connections = 0;
     std::uint64_t protocol_errors = 0;
+    std::uint64_t clients_moved = 0;  // handed to the shard owning their keys
 };
 
 // The front end on one shard. Build, start() and stop() it on its shard.
@@ -79,9 +81,16 @@ class resp_frontend {
     resp_stats& stats() noexcept { return stats_; }
     resp_shared& shared() noexcept { return shared_; }
 
+    // Takes over a client moved here from another shard (resp_session::run):
+    // its socket and its session. Closes the socket if this front end stops.
+    void adopt(percore::connection conn, std::unique_ptr<resp_session> session);
+
   private:
     void accept_loop();
-    void serve(percore::connection conn);
+    // Serves a connection: a new one (no session yet) or one moved here.
+    void serve(percore::connection conn, std::unique_ptr<resp_session> session);
+    // Hands a connection and its session to shard `to` (see adopt()).
+    void move_to(unsigned to, percore::connection& conn, std::unique_ptr<resp_session> session);
 
     resp_shared& shared_;
     listener listener_;

@@ -67,7 +67,7 @@ void run_batch(shard_batch& batch, const std::vector<std::string_view>& args, st
 }  // namespace
 
 resp_session::resp_session(resp_frontend& fe, percore::connection& conn)
-    : fe_(fe), shared_(fe.shared()), conn_(conn), state_(std::make_shared<connection_state>()) {
+    : fe_(&fe), shared_(fe.shared()), conn_(&conn), state_(std::make_shared<connection_state>()) {
     resp_limits limits;
     limits.max_bulk_len = shared_.config.proto_max_bulk_len;
     parser_ = resp_parser(limits);
@@ -80,7 +80,12 @@ resp_session::resp_session(resp_frontend& fe, percore::connection& conn)
     idle_ = shared_.database->local().config().idle_timeout;
 }
 
-void resp_session::run() {
+void resp_session::rebind(resp_frontend& fe, percore::connection& conn) noexcept {
+    fe_ = &fe;
+    conn_ = &conn;
+}
+
+std::optional<unsigned> resp_session::run() {
     connection_state& s = *state_;
     for (;;) {
         s.looked_ahead_to = s.begin;  // new bytes: look at them
@@ -88,7 +93,7 @@ void resp_session::run() {
             auto st = parser_.parse({s.input.get() + s.begin, s.end - s.begin});
             if (st == resp_parser::status::need_more) break;
             if (st == resp_parser::status::error) {
-                ++fe_.stats().protocol_errors;
+                ++fe_->stats().protocol_errors;
                 flush();
                 resp_writer(out_).error(parser_.error());
                 closing_ = true;
@@ -106,14 +111,35 @@ void resp_session::run() {
         }
         flush();
         send();
-        if (closing_) return;
+        if (closing_) return std::nullopt;
+        if (s.end == s.begin) {
+            if (auto target = move_target()) return target;
+        }
         if (s.end > s.begin) {
             if (!partial_since_) partial_since_ = clock::now();
         } else {
             partial_since_.reset();
         }
-        if (!read_more()) return;
+        if (!read_more()) return std::nullopt;
     }
+}
+
+void resp_session::note_owner(unsigned shard) noexcept {
+    if (shard == this_shard_id()) {
+        affine_streak_ = 0;
+    } else if (shard == affine_shard_) {
+        ++affine_streak_;
+    } else {
+        affine_shard_ = shard;
+        affine_streak_ = 1;
+    }
+}
+
+std::optional<unsigned> resp_session::move_target() noexcept {
+    if (affine_streak_ < move_after_) return std::nullopt;
+    affine_streak_ = 0;
+    move_after_ = std::min<std::uint32_t>(move_after_ * 2, 1u << 30);
+    return affine_shard_;
 }
 
 // Prefetches the key of `current` (the request about to run) and of up to
@@ -180,7 +206,7 @@ bool resp_session::read_more() {
     }
     std::size_t n = 0;
     try {
-        n = conn_.read({s.input.get() + s.end, s.capacity - s.end},
+        n = conn_->read({s.input.get() + s.end, s.capacity - s.end},
                        idle_deadline(idle_, partial_since_));
     } catch (const timeout_error&) {
         if (!partial_since_) {
@@ -188,7 +214,7 @@ bool resp_session::read_more() {
             return false;
         }
         log_idle_timeout("sent an incomplete request for");
-        write_with_timeout(conn_, "-ERR request incomplete at --idle-timeout: closing\r\n",
+        write_with_timeout(*conn_, "-ERR request incomplete at --idle-timeout: closing\r\n",
                            std::chrono::seconds(1));
         return false;
     }
@@ -201,7 +227,7 @@ void resp_session::send() {
     if (out_.empty()) return;
     shared_.database->local().sync();  // --fsync always: replies only once durable
     try {
-        write_with_timeout(conn_, out_, idle_);
+        write_with_timeout(*conn_, out_, idle_);
     } catch (const timeout_error&) {
         log_idle_timeout("did not read its replies for");
         throw;
@@ -231,7 +257,7 @@ void resp_session::plan(reply_plan::mode how, std::size_t header_begin, std::siz
 }
 
 void resp_session::handle(const resp_args& argv) {
-    ++fe_.stats().commands_processed;
+    ++fe_->stats().commands_processed;
     const resp_command_info* info = find_resp_command(argv[0]);
     if (!info) return local_error(unknown_command_error(argv));
     if (!arity_ok(info->arity, argv.size())) return local_error(arity_error(info->name));
@@ -242,6 +268,7 @@ void resp_session::handle(const resp_args& argv) {
             const unsigned owner = owner_shard(argv[1], shard_count());
             if (s.plans.empty() && owner == this_shard_id()) {
                 // Nothing pending: run it now, no batch needed.
+                note_owner(owner);
                 for (std::size_t i = 0; i < argv.size(); ++i) s.args.push_back(argv[i]);
                 run_keyed(info->cmd, s.args, *shared_.stores[owner], shared_.settings, out_);
                 s.args.clear();
@@ -295,6 +322,12 @@ void resp_session::flush() {
     connection_state& s = *state_;
     if (s.plans.empty()) return;
     const unsigned self = this_shard_id();
+    unsigned owners = 0;
+    unsigned owner = self;
+    for (unsigned shard = 0; shard < s.batches.size(); ++shard) {
+        if (!s.batches[shard].ops.empty()) ++owners, owner = shard;
+    }
+    note_owner(owners == 1 ? owner : self);  // a batch over several shards: no move
     std::vector<future<void>> calls;
     for (unsigned shard = 0; shard < s.batches.size(); ++shard) {
         if (shard == self || s.batches[shard].ops.empty()) continue;
@@ -324,7 +357,7 @@ void resp_session::flush() {
 void resp_session::log_idle_timeout(std::string_view what) const {
     std::string addr = "?";
     try {
-        addr = conn_.peer_address().to_string();
+        addr = conn_->peer_address().to_string();
     } catch (const io_error&) {
         // Reset meanwhile: the id still names the client.
     }

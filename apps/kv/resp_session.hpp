@@ -115,8 +115,16 @@ class resp_session {
     resp_session(resp_frontend& fe, percore::connection& conn);
 
     // Serves the connection until EOF, QUIT, a protocol error or an I/O
-    // error (thrown).
-    void run();
+    // error (thrown): then nullopt. Or until the client has sent
+    // `move_after` requests in a row that all ran on one other shard (a
+    // hot key, a client working on one key or hash tag): then that shard,
+    // to which the caller hands the connection and this session (rebind())
+    // so that its requests stop paying a cross-shard hop each. The bar
+    // doubles at each move, so a client whose keys drift cannot ping-pong.
+    std::optional<unsigned> run();
+    // Binds the session to the connection and front end of the shard it
+    // moved to (after run() named that shard).
+    void rebind(resp_frontend& fe, percore::connection& conn) noexcept;
 
     static constexpr std::string_view redis_version = "7.0.0";
 
@@ -176,9 +184,15 @@ class resp_session {
     void cmd_command(const resp_args& argv);
     void cmd_config(const resp_args& argv);
 
-    resp_frontend& fe_;
+    // Counts a batch (or a request run at once) toward moving the client:
+    // `shard` ran all of its keyed steps, or none when it was this one.
+    void note_owner(unsigned shard) noexcept;
+    // The shard to move to, when the client qualifies now (see run()).
+    std::optional<unsigned> move_target() noexcept;
+
+    resp_frontend* fe_;
     resp_shared& shared_;
-    percore::connection& conn_;
+    percore::connection* conn_;
     std::shared_ptr<connection_state> state_;
     resp_parser parser_;
     std::string out_;
@@ -188,6 +202,11 @@ class resp_session {
     std::uint64_t id_ = 0;
     bool authenticated_ = true;
     bool closing_ = false;
+    // Moving to the owner shard (run()): the shard the recent requests all
+    // ran on, how many in a row did, and how many must.
+    unsigned affine_shard_ = 0;
+    std::uint32_t affine_streak_ = 0;
+    std::uint32_t move_after_ = 64;
 };
 
 }  // namespace percore::kv

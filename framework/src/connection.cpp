@@ -317,6 +317,23 @@ void connection::shutdown(int how) {
 void connection::close() noexcept {
     read_alarm_.cancel();
     if (fd_ < 0) return;
+    quiesce();
+    ::close(fd_);
+    fd_ = -1;
+}
+
+int connection::release() noexcept {
+    read_alarm_.cancel();
+    if (fd_ < 0) return -1;
+    quiesce();
+    // The next owner starts afresh: no poll armed, readable until told otherwise.
+    readiness_.reset();
+    closing_ = false;
+    last_read_full_ = false;
+    return std::exchange(fd_, -1);
+}
+
+void connection::quiesce() noexcept {
     // An armed poll counts as an operation in flight: the kernel holds its
     // handler until the last completion (the cancel's), and a fiber waiting
     // in wait_readable() must let go of readiness_ too.
@@ -341,8 +358,6 @@ void connection::close() noexcept {
         // to the handler, so it is leaked rather than freed early.
         static_cast<void>(readiness_.release());
     }
-    ::close(fd_);
-    fd_ = -1;
 }
 
 socket_address connection::peer_address() const {

@@ -80,6 +80,12 @@ class connection {
     // Closes the socket. Reads or writes in flight on other fibers are
     // cancelled and see io_error(ECANCELED); close() waits until they let go.
     void close() noexcept;
+    // Gives the socket up without closing it and returns its descriptor (-1
+    // if closed): the shard's armed poll is cancelled first, as close() does,
+    // so another shard may adopt it with connection(fd) (kv moves a client to
+    // the shard that owns its keys). Call it from the fiber that reads and
+    // writes, between operations: a read or write in flight is cancelled.
+    int release() noexcept;
 
     socket_address peer_address() const;
     socket_address local_address() const;
@@ -103,6 +109,8 @@ class connection {
     void op_done() noexcept;
     void on_read_alarm();
     void finish_close() noexcept;
+    // Cancels what the ring holds on fd_ and waits until it let go.
+    void quiesce() noexcept;
     [[noreturn]] void throw_error(int error, const char* what) const;
 
     int fd_ = -1;
