@@ -67,10 +67,9 @@ void resp_frontend::accept_loop() {
             continue;
         }
         gate::holder hold(gate_);
-        spawn({.name = "resp-conn"},
-              [this, c = std::move(conn), h = std::move(hold)]() mutable {
-                  serve(std::move(c), nullptr);
-              });
+        spawn({.name = "resp-conn"}, [this, c = std::move(conn), h = std::move(hold)]() mutable {
+            serve(std::move(c), nullptr);
+        });
     }
 }
 

@@ -207,7 +207,7 @@ bool resp_session::read_more() {
     std::size_t n = 0;
     try {
         n = conn_->read({s.input.get() + s.end, s.capacity - s.end},
-                       idle_deadline(idle_, partial_since_));
+                        idle_deadline(idle_, partial_since_));
     } catch (const timeout_error&) {
         if (!partial_since_) {
             log_idle_timeout("idle for");  // Redis closes idle clients silently too
