@@ -25,6 +25,10 @@ db_shard::db_shard(const db_config& config) : config_(config), store_(shard_stor
 
 void db_shard::start() {
     store_.start_active_expiry();
+    const bool durable_replies =
+        !config_.persistence.data_dir.empty() && config_.persistence.fsync == fsync_mode::always;
+    if (config_.shared_reads && !durable_replies && shard_count() > 1)
+        store_.enable_shared_reads(shard_count());
 }
 
 void db_shard::stop() {

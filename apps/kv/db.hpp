@@ -22,8 +22,12 @@ namespace percore::kv {
 struct db_config {
     std::size_t max_memory = std::size_t{1} << 30;  // total over all shards
     bool evict = true;                              // false: --no-evict
-    std::size_t max_connections = 10000;            // over all shards and protocols
-    std::size_t max_item_size = 1024 * 1024;        // memcached value limit (-I)
+    // GETs read another shard's store directly (store.hpp, "Shared reads")
+    // instead of a cross-shard call; false: --no-shared-reads. Off under
+    // --fsync always, where a reply may show only what is durable.
+    bool shared_reads = true;
+    std::size_t max_connections = 10000;      // over all shards and protocols
+    std::size_t max_item_size = 1024 * 1024;  // memcached value limit (-I)
     // --idle-timeout: a connection silent this long, stuck this long in one
     // request (slowloris) or not reading its replies this long is closed (0: never).
     std::chrono::seconds idle_timeout{300};

@@ -43,6 +43,7 @@ kv::db_config read_config(const po::variables_map& opts) {
     kv::db_config config;
     config.max_memory = parse_size(opts["max-memory"].as<std::string>());
     config.evict = !opts["no-evict"].as<bool>();
+    config.shared_reads = !opts["no-shared-reads"].as<bool>();
     config.max_connections = opts["max-connections"].as<std::size_t>();
     config.max_item_size = parse_size(opts["max-item-size"].as<std::string>());
     if (config.max_memory < 1024 * 1024)
@@ -116,6 +117,9 @@ int main(int argc, char** argv) {
         "max-memory", po::value<std::string>()->default_value("1G"),
         "memory for items over all shards (e.g. 512M, 2G)")(
         "no-evict", po::bool_switch(), "refuse writes when full instead of evicting LRU items")(
+        "no-shared-reads", po::bool_switch(),
+        "send GETs of keys another shard owns to that shard instead of reading its store "
+        "directly (a validated optimistic read; never with --fsync always)")(
         "max-connections", po::value<std::size_t>()->default_value(10000),
         "open connections over all shards; beyond it new ones get an error and are closed")(
         "idle-timeout", po::value<unsigned>()->default_value(300),

@@ -124,6 +124,26 @@ std::optional<unsigned> resp_session::run() {
     }
 }
 
+bool resp_session::get_shared(unsigned owner, std::string_view key, std::uint64_t hash) {
+    const store& theirs = *shared_.stores[owner];
+    if (!theirs.shared_reads_enabled()) return false;
+    const unsigned self = this_shard_id();
+    for (int attempt = 0; attempt < 3; ++attempt) {
+        const std::size_t mark = out_.size();
+        const auto found = theirs.read_shared(
+            key, hash, self, [&](const item_view& item) { resp_writer(out_).bulk(item.value); });
+        if (found == store::shared_read::retry) {
+            out_.resize(mark);
+            continue;
+        }
+        if (found == store::shared_read::miss) resp_writer(out_).null_bulk();
+        shared_.stores[self]->count_shared_get(found == store::shared_read::hit);
+        ++fe_->stats().shared_reads;
+        return true;
+    }
+    return false;
+}
+
 void resp_session::note_owner(unsigned shard) noexcept {
     if (shard == this_shard_id()) {
         affine_streak_ = 0;
@@ -265,7 +285,12 @@ void resp_session::handle(const resp_args& argv) {
     connection_state& s = *state_;
     switch (info->kind) {
         case resp_kind::keyed: {
-            const unsigned owner = owner_shard(argv[1], shard_count());
+            const std::uint64_t hash = key_hash(argv[1]);
+            const unsigned owner = owner_shard_of_hash(hash, shard_count());
+            if (s.plans.empty() && owner != this_shard_id() && info->cmd == resp_cmd::get &&
+                get_shared(owner, argv[1], hash)) {
+                return;
+            }
             if (s.plans.empty() && owner == this_shard_id()) {
                 // Nothing pending: run it now, no batch needed.
                 note_owner(owner);

@@ -187,6 +187,10 @@ class resp_session {
     // Counts a batch (or a request run at once) toward moving the client:
     // `shard` ran all of its keyed steps, or none when it was this one.
     void note_owner(unsigned shard) noexcept;
+    // Answers GET `key` (hash: key_hash(key)) from the store of `owner`,
+    // another shard, without a cross-shard call (store::read_shared); false
+    // when that store takes no shared reads or writes kept racing the read.
+    bool get_shared(unsigned owner, std::string_view key, std::uint64_t hash);
     // The shard to move to, when the client qualifies now (see run()).
     std::optional<unsigned> move_target() noexcept;
 

@@ -154,6 +154,9 @@ store::~store() {
         std::free(it);
         it = next;
     }
+    // No shard reads any more: what waited for readers goes now.
+    for (const retired& r : limbo_) r.release(r.ptr);
+    delete view_.load(std::memory_order_relaxed);
 }
 
 std::size_t store::footprint(std::size_t key_size, std::size_t value_size) noexcept {
@@ -240,6 +243,7 @@ store::item* store::allocate(std::string_view key, std::uint64_t hash, std::size
 }
 
 void store::link(item* it) {
+    change_scope change(*this);
     if (count_ + 1 > buckets_.size()) grow_table();
     auto& head = buckets_[it->hash & (buckets_.size() - 1)];
     it->hash_next = head;
@@ -252,6 +256,7 @@ void store::link(item* it) {
 }
 
 void store::unlink_and_free(item* it) noexcept {
+    change_scope change(*this);
     item** slot = &buckets_[it->hash & (buckets_.size() - 1)];
     while (*slot != it) slot = &(*slot)->hash_next;
     *slot = it->hash_next;
@@ -260,10 +265,11 @@ void store::unlink_and_free(item* it) noexcept {
     --count_;
     items_bytes_ -= footprint(it->key_size, it->value_size);
     payload_bytes_ -= std::size_t{it->key_size} + it->value_size;
-    std::free(it);
+    retire(it, &std::free);
 }
 
 void store::grow_table() {
+    change_scope change(*this);
     // A full rehash; chains stay short at load factor <= 1.
     std::vector<item*> bigger(buckets_.size() * 2, nullptr);
     const std::size_t mask = bigger.size() - 1;
@@ -276,7 +282,7 @@ void store::grow_table() {
             head = next;
         }
     }
-    buckets_.swap(bigger);
+    replace_buckets(std::move(bigger));
 }
 
 // --- lookups -----------------------------------------------------------------
@@ -302,6 +308,7 @@ std::optional<item_view> store::get(std::string_view key) {
 }
 
 std::optional<item_view> store::get_and_touch(std::string_view key, time_point expiry) {
+    change_scope change(*this);
     ++stats_.cmd_touch;
     ++stats_.cmd_get;
     const time_point now = config_.now();
@@ -336,6 +343,7 @@ std::optional<item_view> store::peek(std::string_view key) {
 // --- writes ------------------------------------------------------------------
 
 store_result store::set(std::string_view key, std::string_view value, const set_options& options) {
+    change_scope change(*this);
     ++stats_.cmd_set;
     if (observer_ && !observer_->accepting()) return store_result::no_disk;
     const time_point now = config_.now();
@@ -426,6 +434,7 @@ store_result store::set(std::string_view key, std::string_view value, const set_
 }
 
 store_result store::remove(std::string_view key) {
+    change_scope change(*this);
     if (observer_ && !observer_->accepting()) return store_result::no_disk;
     item* it = find_live(key, key_hash(key), config_.now());
     if (!it) {
@@ -450,6 +459,7 @@ incr_result store::decr(std::string_view key, std::uint64_t delta) {
 // is written in place, padded with spaces, when it fits (a decrement always
 // does); a longer one rewrites the item.
 incr_result store::add_to_number(std::string_view key, std::uint64_t delta, bool increment) {
+    change_scope change(*this);
     if (observer_ && !observer_->accepting()) return {store_result::no_disk};
     item* it = find_live(key, key_hash(key), config_.now());
     if (!it) {
@@ -482,6 +492,7 @@ incr_result store::add_to_number(std::string_view key, std::uint64_t delta, bool
 }
 
 incr_by_result store::incr_by(std::string_view key, std::int64_t delta) {
+    change_scope change(*this);
     const time_point now = config_.now();
     item* it = find_live(key, key_hash(key), now);
     std::int64_t value = 0;
@@ -503,6 +514,7 @@ incr_by_result store::incr_by(std::string_view key, std::int64_t delta) {
 }
 
 store_result store::touch(std::string_view key, time_point expiry) {
+    change_scope change(*this);
     ++stats_.cmd_touch;
     if (observer_ && !observer_->accepting()) return store_result::no_disk;
     const time_point now = config_.now();
@@ -524,17 +536,18 @@ store_result store::touch(std::string_view key, time_point expiry) {
 }
 
 void store::flush() {
+    change_scope change(*this);
     ++stats_.cmd_flush;
     if (observer_) observer_->on_flush();
+    if (readers_) limbo_.reserve(limbo_.size() + count_);  // retire() must not throw
+    replace_buckets(std::vector<item*>(initial_buckets, nullptr));
     for (item* it = lru_.head(); it;) {
         item* next = it->lru_next;
-        std::free(it);
+        retire(it, &std::free);
         it = next;
     }
     lru_.clear();
     with_ttl_.clear();
-    buckets_.assign(initial_buckets, nullptr);
-    buckets_.shrink_to_fit();
     count_ = 0;
     items_bytes_ = 0;
     payload_bytes_ = 0;

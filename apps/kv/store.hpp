@@ -19,6 +19,19 @@
 // start_active_expiry() arms a periodic timer that samples keys with a TTL
 // and removes the expired ones, so unread expired keys do not pile up.
 //
+// Shared reads (MICA's CREW mode: concurrent reads, exclusive writes): once
+// enable_shared_reads() ran, other shards may look keys up in this store
+// with read_shared() instead of sending the owner a cross-shard call. Only
+// the owner writes. It makes every change inside a change_scope, which
+// moves version_ to an odd value and back; a reader copies what it found
+// and keeps the copy only if version_ was even and unchanged around it
+// (else it retries or falls back to asking the owner). Memory a reader may
+// still be walking (an unlinked item, an outgrown bucket array) is not freed
+// at once but retired, and freed once every reader shard was seen outside a
+// read or past the one it was in (reclaim()). Item sizes never change once
+// an item is linked, so a reader's copy stays inside its allocation even
+// when it races with a write, whose bytes the version check then discards.
+//
 // Memory: every item is one allocation (header + key + value); its footprint
 // plus the hash table is charged against store_config::max_memory. When a set
 // does not fit, the least recently used items are evicted (CLOCK's
@@ -28,8 +41,11 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string_view>
@@ -215,6 +231,33 @@ class store {
     }
     static constexpr std::size_t max_prefetch = 32;
 
+    // --- reads from other shards (see "Shared reads" above) -----------------
+
+    // What read_shared() found.
+    enum class shared_read : std::uint8_t {
+        hit,    // copy() ran on the live item and the copy is consistent
+        miss,   // no live item under the key
+        retry,  // a write raced the read: drop what copy() appended
+    };
+    // Lets the shards 0 .. shard_count - 1 call read_shared() on this store.
+    // Call on the owner shard before any other shard reads.
+    void enable_shared_reads(unsigned shard_count);
+    bool shared_reads_enabled() const noexcept { return readers_ != nullptr; }
+    // From shard `reader` (not the owner): looks `key` (hash: key_hash(key))
+    // up and, if it is live, calls copy(item_view) to copy what the reply
+    // needs. The view is only valid inside copy(), which must not throw
+    // past appending to a buffer (then the read is abandoned) nor suspend.
+    // The item is marked recently used; no statistic is counted (the
+    // reader counts in its own store: count_shared_get()).
+    template <typename Copy>
+    shared_read read_shared(std::string_view key, std::uint64_t hash, unsigned reader,
+                            Copy&& copy) const;
+    // Counts a read_shared() GET in this (the reader's) store's statistics.
+    void count_shared_get(bool hit) noexcept {
+        ++stats_.cmd_get;
+        ++(hit ? stats_.get_hits : stats_.get_misses);
+    }
+
     // --- writes ------------------------------------------------------------
 
     // Stores `value` under `key` as options.mode says. Returns stored,
@@ -276,8 +319,42 @@ class store {
     static std::size_t footprint(std::size_t key_size, std::size_t value_size) noexcept;
 
   private:
-    incr_result add_to_number(std::string_view key, std::uint64_t delta, bool increment);
     struct item;
+
+    // Every change a shared reader could see runs inside one of these; the
+    // outermost moves version_ odd, then even again (see "Shared reads").
+    class change_scope {
+      public:
+        explicit change_scope(store& s) noexcept : s_(s) {
+            if (s_.change_depth_++ == 0) s_.begin_change();
+        }
+        ~change_scope() {
+            if (--s_.change_depth_ == 0) s_.end_change();
+        }
+        change_scope(const change_scope&) = delete;
+        change_scope& operator=(const change_scope&) = delete;
+
+      private:
+        store& s_;
+    };
+    void begin_change() noexcept {
+        version_.store(version_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        std::atomic_thread_fence(std::memory_order_release);
+    }
+    void end_change() noexcept {
+        version_.store(version_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+        if (limbo_.size() >= reclaim_batch) reclaim();
+    }
+    // Frees `p` with `release` now, or once no shared reader can hold it.
+    void retire(void* p, void (*release)(void*)) noexcept;
+    // Frees what was retired before every reader was seen outside a read.
+    void reclaim() noexcept;
+    // Makes `fresh` the bucket array; with shared reads, publishes it and
+    // retires the old array and view instead of freeing them.
+    void replace_buckets(std::vector<item*> fresh);
+    static constexpr std::size_t reclaim_batch = 64;
+
+    incr_result add_to_number(std::string_view key, std::uint64_t delta, bool increment);
 
     item* find(std::string_view key, std::uint64_t hash) noexcept;
     item* find_live(std::string_view key, std::uint64_t hash, time_point now) noexcept;
@@ -305,6 +382,29 @@ class store {
     mutable store_stats stats_;
     timer expiry_timer_;
     timer flush_timer_;
+
+    // Shared reads (see the top). The owner's side: the table as readers
+    // see it, its change counter, and what waits for the readers to move on.
+    struct table_view {
+        item* const* slots;
+        std::size_t mask;
+    };
+    struct retired {
+        void* ptr;
+        void (*release)(void*);
+    };
+    // One reader shard's read count, odd while it reads; on its own line.
+    struct alignas(64) reader_slot {
+        std::atomic<std::uint64_t> reads{0};
+    };
+    unsigned change_depth_ = 0;
+    std::vector<retired> limbo_;
+    std::size_t grace_end_ = 0;  // limbo_[0, grace_end_) waits for grace_seen_ to change
+    std::vector<std::uint64_t> grace_seen_;
+    std::unique_ptr<reader_slot[]> readers_;  // by shard; null: shared reads off
+    unsigned reader_count_ = 0;
+    std::atomic<const table_view*> view_{nullptr};
+    alignas(64) std::atomic<std::uint64_t> version_{0};
 };
 
 // --- implementation of the scan template ----------------------------------
@@ -332,6 +432,48 @@ struct store::item {
     std::string_view key() const noexcept { return {data(), key_size}; }
     std::string_view value() const noexcept { return {data() + key_size, value_size}; }
 };
+
+template <typename Copy>
+store::shared_read store::read_shared(std::string_view key, std::uint64_t hash, unsigned reader,
+                                      Copy&& copy) const {
+    std::atomic<std::uint64_t>& reads = readers_[reader].reads;
+    const std::uint64_t mine = reads.load(std::memory_order_relaxed);
+    reads.store(mine + 1, std::memory_order_relaxed);
+    // The odd count before any load of the table: pairs with the fence in
+    // reclaim(), so either the owner sees this read or it sees the unlink.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    struct leave {
+        std::atomic<std::uint64_t>& reads;
+        std::uint64_t done;
+        ~leave() { reads.store(done, std::memory_order_release); }
+    } guard{reads, mine + 2};
+    const std::uint64_t before = version_.load(std::memory_order_acquire);
+    if (before & 1) return shared_read::retry;
+    auto unchanged = [&] {
+        std::atomic_thread_fence(std::memory_order_acquire);
+        return version_.load(std::memory_order_relaxed) == before;
+    };
+    const table_view* table = view_.load(std::memory_order_acquire);
+    const item* it = __atomic_load_n(&table->slots[hash & table->mask], __ATOMIC_RELAXED);
+    // A chain torn by a racing write ends (items are never freed under a
+    // reader) but may be long: give up early and retry.
+    for (unsigned steps = 0; it; ++steps) {
+        if (steps == 64) return shared_read::retry;
+        if (it->hash == hash && it->key_size == key.size() &&
+            std::memcmp(it->data(), key.data(), key.size()) == 0) {
+            break;
+        }
+        it = __atomic_load_n(&it->hash_next, __ATOMIC_RELAXED);
+    }
+    if (!it || (it->expiry != no_expiry && it->expiry <= config_.now())) {
+        return unchanged() ? shared_read::miss : shared_read::retry;
+    }
+    copy(item_view{it->key(), it->value(), it->flags, it->cas, it->expiry});
+    if (!unchanged()) return shared_read::retry;
+    if (!__atomic_load_n(&it->recently_used, __ATOMIC_RELAXED))
+        __atomic_store_n(&const_cast<item*>(it)->recently_used, true, __ATOMIC_RELAXED);
+    return shared_read::hit;
+}
 
 template <typename F>
 std::size_t store::scan(std::size_t cursor, std::size_t count, F&& fn) {

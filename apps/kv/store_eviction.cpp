@@ -49,6 +49,8 @@ void store::stop_active_expiry() noexcept {
 }
 
 std::size_t store::expire_some() {
+    change_scope change(*this);
+    reclaim();  // the timer also frees what writes retired before going quiet
     const time_point start = clock::now();
     const time_point now = config_.now();
     std::size_t removed = 0;
