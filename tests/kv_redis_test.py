@@ -147,6 +147,32 @@ class KvRedisTest(unittest.TestCase):
         self.assertEqual(out, b"+PONG\r\n+OK\r\n")
         self.assertTrue(closed)
 
+    def test_gets_of_the_other_shards_keys_read_its_store_in_place(self):
+        r = self.r
+        keys = ["shared%d" % i for i in range(40)]
+        for i, k in enumerate(keys):
+            r.set(k, "v%d" % i)
+        before = r.info("stats")["percore_shared_gets"]
+        for i, k in enumerate(keys):
+            self.assertEqual(r.get(k), b"v%d" % i)
+        self.assertIsNone(r.get("shared-missing"))
+        r.set(keys[0], "changed")
+        self.assertEqual(r.get(keys[0]), b"changed")
+        shared = r.info("stats")["percore_shared_gets"] - before
+        self.assertGreater(shared, 0)  # each key is on the other shard with odds 1/2
+        self.assertLessEqual(shared, len(keys) + 2)
+        # Off with --no-shared-reads: every GET goes to the owner.
+        kv = start_kv("--no-shared-reads")
+        try:
+            c = redis.Redis(port=kv.port, socket_timeout=WAIT)
+            for k in keys:
+                c.set(k, "x")
+                self.assertEqual(c.get(k), b"x")
+            self.assertEqual(c.info("stats")["percore_shared_gets"], 0)
+            c.close()
+        finally:
+            kv.stop_ok()
+
     def test_clients_move_to_the_shard_of_their_key(self):
         # Each client works on one key: those that landed on the other shard
         # move to the key's shard after 64 requests (INFO counts them), keep

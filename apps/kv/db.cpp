@@ -27,8 +27,13 @@ void db_shard::start() {
     store_.start_active_expiry();
     const bool durable_replies =
         !config_.persistence.data_dir.empty() && config_.persistence.fsync == fsync_mode::always;
-    if (config_.shared_reads && !durable_replies && shard_count() > 1)
-        store_.enable_shared_reads(shard_count());
+    if (!config_.shared_reads || durable_replies || shard_count() == 1) return;
+    store_.enable_shared_reads(shard_count());
+    // Every instance exists by now (sharded<T>::start): ask each for its store.
+    peers_.assign(shard_count(), nullptr);
+    for (unsigned s = 0; s < shard_count(); ++s) {
+        peers_[s] = container().invoke_on(s, [](db_shard& d) { return &d.store(); }).get();
+    }
 }
 
 void db_shard::stop() {

@@ -70,6 +70,12 @@ class db_shard : public service<db_shard> {
 
     // This shard's part of the data.
     kv::store& store() noexcept { return store_; }
+    // Shard `shard`'s store, for store::read_shared() only (the one use of a
+    // peer's instance from this thread; see store.hpp, "Shared reads"):
+    // nullptr unless shared reads are on.
+    const kv::store* peer_store(unsigned shard) const noexcept {
+        return shard < peers_.size() ? peers_[shard] : nullptr;
+    }
     const db_config& config() const noexcept { return config_; }
     connection_stats& connections() noexcept { return connections_; }
 
@@ -106,6 +112,7 @@ class db_shard : public service<db_shard> {
 
     db_config config_;
     kv::store store_;
+    std::vector<const kv::store*> peers_;  // by shard, with shared reads
     std::unique_ptr<shard_log> log_;
     connection_stats connections_;
 };

@@ -90,6 +90,7 @@ class forwarder {
         futures_.clear();
         for (unsigned s = 0; s < shards_; ++s) {
             if (s == local_ || groups_[s].empty()) continue;
+            if (read_in_place(exec, s)) continue;
             futures_.push_back(submit_to(s, [this, s, &exec]() noexcept(false) {
                 run_group(exec, s);
                 db_.local().sync();  // --fsync always: durable before the reply
@@ -118,6 +119,35 @@ class forwarder {
     }
 
   private:
+    // Answers shard s's group here, without a call, when every operation in
+    // it is a read that s's store lets other shards make (store.hpp, "Shared
+    // reads"; Exec::can_read_shared / read_shared). False: send it.
+    template <typename Exec>
+    bool read_in_place(Exec& exec, unsigned s) {
+        if constexpr (requires(const Exec& e, const store& st, std::string& o) {
+                          e.read_shared(st, std::uint32_t{}, o);
+                      }) {
+            const store* owner = db_.local().peer_store(s);
+            if (!owner || !owner->shared_reads_enabled()) return false;
+            for (std::uint32_t tag : groups_[s]) {
+                if (!exec.can_read_shared(tag)) return false;
+            }
+            std::string& out = replies_[s];
+            auto& ends = reply_ends_[s];
+            for (std::uint32_t tag : groups_[s]) {
+                if (!exec.read_shared(*owner, tag, out)) {
+                    out.clear();  // a write kept racing: the owner answers all
+                    ends.clear();
+                    return false;
+                }
+                ends.push_back(static_cast<std::uint32_t>(out.size()));
+            }
+            return true;
+        } else {
+            return false;
+        }
+    }
+
     template <typename Exec>
     void run_group(Exec& exec, unsigned s) {
         db_shard& shard = db_.local();

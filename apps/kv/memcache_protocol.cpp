@@ -191,6 +191,33 @@ void session::executor::operator()(db_shard& shard, std::uint32_t tag, std::stri
     }
 }
 
+bool session::executor::can_read_shared(std::uint32_t tag) const noexcept {
+    const op& o = self->ops_[tag];
+    if (o.kind != op_kind::keyed) return false;
+    const command cmd = self->requests_[o.request].cmd;
+    return cmd == command::get || cmd == command::gets;
+}
+
+bool session::executor::read_shared(const store& owner, std::uint32_t tag, std::string& out) const {
+    const op& o = self->ops_[tag];
+    const request& r = self->requests_[o.request];
+    const std::uint64_t hash = key_hash(o.key);
+    for (int attempt = 0; attempt < 3; ++attempt) {
+        const std::size_t mark = out.size();
+        const auto found = owner.read_shared(o.key, hash, this_shard_id(), [&](const item_view& v) {
+            if (!self->over_output_limit(out, v.value.size()))
+                append_value(out, v, r.cmd == command::gets);
+        });
+        if (found == store::shared_read::retry) {
+            out.resize(mark);
+            continue;
+        }
+        self->db_.local().store().count_shared_get(found == store::shared_read::hit);
+        return true;
+    }
+    return false;
+}
+
 void session::executor::run(db_shard& shard, std::uint32_t tag, std::string& out) const {
     const op& o = self->ops_[tag];
     if (o.kind == op_kind::literal) {
@@ -459,6 +486,7 @@ void session::append_stats(std::string& out) {
     stat(out, "cmd_touch", st.cmd_touch);
     stat(out, "get_hits", st.get_hits);
     stat(out, "get_misses", st.get_misses);
+    stat(out, "percore_shared_gets", st.shared_gets);  // of cmd_get: no cross-shard call
     stat(out, "get_expired", st.get_expired);
     stat(out, "delete_misses", st.delete_misses);
     stat(out, "delete_hits", st.delete_hits);

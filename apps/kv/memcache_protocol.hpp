@@ -74,6 +74,12 @@ class session {
         void operator()(db_shard& shard, std::uint32_t tag, std::string& out) const;
         void run(db_shard& shard, std::uint32_t tag, std::string& out) const;
         std::string_view key(std::uint32_t tag) const noexcept { return self->ops_[tag].key; }
+        // Whether the operation is a get/gets, which read_shared() can answer.
+        bool can_read_shared(std::uint32_t tag) const noexcept;
+        // A get/gets of a key another shard owns, answered from that
+        // shard's store in place (forwarder, store::read_shared); false
+        // when writes kept racing the read (then `out` is as it was).
+        bool read_shared(const store& owner, std::uint32_t tag, std::string& out) const;
     };
     process_result process_requests(std::string_view input, std::string& out);
     // Whether `more` reply bytes would take this shard's part of the batch

@@ -341,7 +341,6 @@ void cmd_info(resp_shared& shared, argv_t argv, resp_writer& w) {
         front.commands_processed += f.commands_processed;
         front.protocol_errors += f.protocol_errors;
         front.clients_moved += f.clients_moved;
-        front.shared_reads += f.shared_reads;
     }
     std::uint64_t keys = 0;
     for (auto n : total.items_per_shard) keys += n;
@@ -419,7 +418,7 @@ void cmd_info(resp_shared& shared, argv_t argv, resp_writer& w) {
         // Clients moved to the shard their keys live on (resp_session::run).
         line("percore_clients_moved", front.clients_moved);
         // GETs answered from another shard's store without a hop (store.hpp).
-        line("percore_shared_reads", front.shared_reads);
+        line("percore_shared_gets", total.store.shared_gets);
     }
     if (wanted("persistence", true)) {
         section("Persistence");

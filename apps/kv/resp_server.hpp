@@ -60,7 +60,6 @@ struct resp_stats {
     std::uint64_t rejected_connections = 0;
     std::uint64_t protocol_errors = 0;
     std::uint64_t clients_moved = 0;  // handed to the shard owning their keys
-    std::uint64_t shared_reads = 0;   // GETs read from another shard's store in place
 };
 
 // The front end on one shard. Build, start() and stop() it on its shard.

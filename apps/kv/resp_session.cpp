@@ -138,7 +138,6 @@ bool resp_session::get_shared(unsigned owner, std::string_view key, std::uint64_
         }
         if (found == store::shared_read::miss) resp_writer(out_).null_bulk();
         shared_.stores[self]->count_shared_get(found == store::shared_read::hit);
-        ++fe_->stats().shared_reads;
         return true;
     }
     return false;

@@ -102,6 +102,7 @@ store_stats& store_stats::operator+=(const store_stats& o) noexcept {
     cmd_get += o.cmd_get;
     get_hits += o.get_hits;
     get_misses += o.get_misses;
+    shared_gets += o.shared_gets;
     get_expired += o.get_expired;
     cmd_set += o.cmd_set;
     cmd_touch += o.cmd_touch;

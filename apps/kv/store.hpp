@@ -153,6 +153,7 @@ struct store_stats {
     std::uint64_t cmd_get = 0;      // keys looked up by get()
     std::uint64_t get_hits = 0;
     std::uint64_t get_misses = 0;
+    std::uint64_t shared_gets = 0;  // of cmd_get: read from another shard's store in place
     std::uint64_t get_expired = 0;  // get() found the key expired
     std::uint64_t cmd_set = 0;      // set() calls (all modes)
     std::uint64_t cmd_touch = 0;
@@ -255,6 +256,7 @@ class store {
     // Counts a read_shared() GET in this (the reader's) store's statistics.
     void count_shared_get(bool hit) noexcept {
         ++stats_.cmd_get;
+        ++stats_.shared_gets;
         ++(hit ? stats_.get_hits : stats_.get_misses);
     }
 
