@@ -138,6 +138,9 @@ bool resp_session::get_shared(unsigned owner, std::string_view key, std::uint64_
         }
         if (found == store::shared_read::miss) resp_writer(out_).null_bulk();
         shared_.stores[self]->count_shared_get(found == store::shared_read::hit);
+        // Still a request for that shard: a client reading one key there
+        // moves there too, where the key's lines stay in one core's cache.
+        note_owner(owner);
         return true;
     }
     return false;
