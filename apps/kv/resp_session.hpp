@@ -210,7 +210,7 @@ class resp_session {
     // ran on, how many in a row did, and how many must.
     unsigned affine_shard_ = 0;
     std::uint32_t affine_streak_ = 0;
-    std::uint32_t move_after_ = 64;
+    std::uint32_t move_after_ = 16;
 };
 
 }  // namespace percore::kv
