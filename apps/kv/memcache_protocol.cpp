@@ -5,6 +5,7 @@
 
 #include <charconv>
 
+#include "client_log.hpp"
 #include "percore/log.hpp"
 #include "percore/reactor.hpp"
 
@@ -183,7 +184,8 @@ void session::executor::operator()(db_shard& shard, std::uint32_t tag, std::stri
         run(shard, tag, out);
     } catch (const std::exception& e) {
         // A fault in one request (e.g. bad_alloc) fails that request only.
-        logger().error("kv memcache: request failed on shard {}: {}", this_shard_id(), e.what());
+        client_log::failed_requests().error("kv memcache: request failed on shard {}: {}",
+                                            this_shard_id(), e.what());
         out.resize(mark);
         out.append("SERVER_ERROR ");
         out.append(e.what());
@@ -294,7 +296,7 @@ bool session::over_output_limit(const std::string& out, std::size_t more) {
 process_result session::process(std::string_view input, std::string& out) {
     process_result result = process_requests(input, out);
     if (overflowed_.load(std::memory_order_relaxed)) {
-        logger().warn(
+        client_log::closed_connections().warn(
             "kv memcache: closing a connection whose replies passed --max-output-buffer "
             "({} bytes)",
             db_.local().config().max_output_buffer);
