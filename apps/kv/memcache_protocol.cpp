@@ -132,6 +132,9 @@ void session::run_batch(std::string& out) {
     // Only a gat/gats can be refused as a whole: other batches (the GET/SET
     // path) do not record where each reply ends.
     forwarder_.run(exec, out, batch_touches_ ? &reply_ends_ : nullptr);
+    // The forwarder syncs the other shards' logs; this one's ran inline:
+    // --fsync always (durable before the reply) and --log-buffer-limit.
+    db_.local().sync();
     batch_touches_ = false;
     const bool refused = any_touch_refused_.load(std::memory_order_relaxed);
     if (overflowed_.load(std::memory_order_relaxed)) {

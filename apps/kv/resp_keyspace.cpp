@@ -423,7 +423,11 @@ void cmd_info(resp_shared& shared, argv_t argv, resp_writer& w) {
         line("aof_rewrites", logs.rewrites);
         line("aof_current_size", logs.log_bytes);
         line("percore_log_live_bytes", logs.live_bytes);  // a rewrite's size now
-        line("aof_last_write_status", logs.disk_full ? "err" : "ok");
+        line("aof_last_write_status", logs.disk_full || logs.failed ? "err" : "ok");
+        // 1 once a write or fdatasync failed: writes are refused until a restart.
+        line("percore_log_failed", logs.failed ? 1 : 0);
+        line("aof_buffer_length", logs.buffered);  // unwritten records (--log-buffer-limit)
+        line("percore_log_buffer_waits", logs.buffer_waits);
         line("percore_log_records", logs.records);
         line("percore_log_fsyncs", logs.syncs);
         line("percore_log_replayed", logs.replayed);
