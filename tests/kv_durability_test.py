@@ -185,6 +185,14 @@ class DurabilityTest(unittest.TestCase):
         expected = {}
         try:
             r = server.redis()
+            # What a client asks before trusting the server with its data.
+            self.assertEqual(r.config_get("appendonly"), {"appendonly": "yes"})
+            self.assertEqual(r.config_get("appendfsync"), {"appendfsync": "everysec"})
+            persistence = r.info("persistence")
+            self.assertEqual(persistence["aof_enabled"], 1)
+            self.assertEqual(persistence["aof_last_write_status"], "ok")
+            self.assertEqual(persistence["percore_log_failed"], 0)
+            self.assertIn("aof_buffer_length", persistence)
             p = r.pipeline(transaction=False)
             for i in range(20000):
                 p.set("k%d" % i, value_of(i))
