@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import unittest
 
@@ -245,11 +244,7 @@ class KvRedisTest(unittest.TestCase):
             results[name] = won
             c.close()
 
-        threads = [threading.Thread(target=contender, args=(n,)) for n in ("a", "b", "c")]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        testlib.run_threads(contender, [(n,) for n in ("a", "b", "c")])
         self.assertEqual(sum(results.values()), 100)  # exactly one winner per round
         for round_ in range(100):
             values = set(self.r.mget(["%s:%d" % (k, round_) for k in keys]))
