@@ -470,3 +470,30 @@ TEST_CASE("close() reports a final fdatasync that failed", "[kv_log]") {
     CHECK_FALSE(failed_before_close);
     CHECK_FALSE(closed);
 }
+
+// Last in this file: the flag it sets is process-wide and stays set.
+TEST_CASE("a shard whose log did not close cleanly makes the app's exit status non-zero",
+          "[kv_log]") {
+    temp_dir dir;
+    db_config config;
+    config.max_memory = 64 << 20;
+    config.persistence = test_config(dir.path, fsync_mode::no);  // the one fdatasync: at the stop
+    config.persistence.test_faults.sync_error = EIO;
+    bool clean_before = false;
+    bool clean_after = true;
+    runtime_config rc;
+    rc.smp = 2;
+    run_shards(rc, [&] {
+        db database;
+        database.start(config);
+        open_persistence(database, config.persistence);
+        database.invoke_on_all(
+            [](db_shard& s) { s.store().set("k" + std::to_string(this_shard_id()), "v"); });
+        clean_before = db_shard::logs_closed_cleanly();
+        database.stop();  // kv's main checks this after stopping, and returns 1
+        clean_after = db_shard::logs_closed_cleanly();
+        return 0;
+    });
+    CHECK(clean_before);
+    CHECK_FALSE(clean_after);
+}
