@@ -112,11 +112,7 @@ class DurabilityTest(unittest.TestCase):
                     for i in range(start, start + 500):
                         p.set("key:%d" % i, value_of(i))
                     self.assertTrue(all(p.execute()))
-            threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            testlib.run_threads(writer, [(t,) for t in range(4)])
             self.assertEqual(server.redis().dbsize(), 100000)
             # Now overwrite and add while being killed: track what was
             # acknowledged and what was sent.
@@ -140,17 +136,14 @@ class DurabilityTest(unittest.TestCase):
                             acked.update(batch)
                 except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
                     pass
-            threads = [threading.Thread(target=churn, args=(t,)) for t in range(3)]
-            for t in threads:
-                t.start()
+            threads = testlib.Threads(churn, [(t,) for t in range(3)]).start()
             deadline = time.monotonic() + WAIT
             while len(acked) < 5000 and time.monotonic() < deadline:
                 time.sleep(0.01)
             server.proc.send_signal(signal.SIGKILL)
             server.proc.wait()
             stop.set()
-            for t in threads:
-                t.join()
+            threads.join()
             self.assertGreater(len(acked), 0)
         finally:
             server.kill()
@@ -185,6 +178,14 @@ class DurabilityTest(unittest.TestCase):
         expected = {}
         try:
             r = server.redis()
+            # What a client asks before trusting the server with its data.
+            self.assertEqual(r.config_get("appendonly"), {"appendonly": "yes"})
+            self.assertEqual(r.config_get("appendfsync"), {"appendfsync": "everysec"})
+            persistence = r.info("persistence")
+            self.assertEqual(persistence["aof_enabled"], 1)
+            self.assertEqual(persistence["aof_last_write_status"], "ok")
+            self.assertEqual(persistence["percore_log_failed"], 0)
+            self.assertIn("aof_buffer_length", persistence)
             p = r.pipeline(transaction=False)
             for i in range(20000):
                 p.set("k%d" % i, value_of(i))

@@ -787,6 +787,36 @@ class TenThousandConnections(unittest.TestCase):
         self.check(self.N - 1000)
 
 
+@unittest.skipIf(MODE == "slow", "fast tests run in the kv suite")
+class LogFlood(unittest.TestCase):
+    """A client that makes kv close its connection thousands of times (a
+    request past --client-query-buffer-limit) gets a bounded number of log
+    lines: the first few per shard and window, then a count."""
+
+    EVENTS = 3000
+
+    def test_closing_thousands_of_clients_logs_a_bounded_number_of_lines(self):
+        kv = Kv("--client-query-buffer-limit", "64k")
+        try:
+            # A bulk string longer than the limit: closed at its header.
+            hostile = b"*1\r\n$1000000\r\n"
+            for _ in range(self.EVENTS):
+                with socket.create_connection(("127.0.0.1", kv.rport), timeout=WAIT) as s:
+                    s.sendall(hostile)
+                    self.assertEqual(read_to_eof(s), b"")
+            still_serves(kv)
+            log = kv.stop_ok()
+        except BaseException:
+            kv.kill()
+            raise
+        lines = log.count("reached max query buffer length")
+        self.assertGreater(lines, 0, log[-2000:])
+        # 10 lines per shard per 5 s window and one summary each: the test
+        # takes well under a minute on two shards, so far fewer than this.
+        self.assertLess(lines, 300, "%d lines for %d events" % (lines, self.EVENTS))
+        self.assertIn("more such lines suppressed", log)
+
+
 if __name__ == "__main__":
     KV = os.path.abspath(sys.argv.pop(1))
     unittest.main(verbosity=2)

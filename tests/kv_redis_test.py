@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import unittest
 
@@ -134,6 +133,20 @@ class KvRedisTest(unittest.TestCase):
 
     def keys_on_both_shards(self, prefix, n=20):
         return ["%s%d" % (prefix, i) for i in range(n)]
+
+    def test_info_keyspace_counts_keys_with_a_ttl(self):
+        r = self.r
+        for k in self.keys_on_both_shards("plain"):
+            r.set(k, "v")
+        for k in self.keys_on_both_shards("ttl"):
+            r.set(k, "v", ex=100)
+        r.set("gone", "v", px=1)  # expired: not counted, even before it is removed
+        time.sleep(0.01)  # lets its 1 ms pass (a TTL, not an ordering of events)
+        db0 = r.info("keyspace")["db0"]
+        self.assertEqual(db0["expires"], 20)
+        self.assertGreater(db0["avg_ttl"], 90 * 1000)  # milliseconds, as Redis's
+        self.assertLessEqual(db0["avg_ttl"], 100 * 1000)
+        self.assertEqual(r.config_get("appendonly"), {"appendonly": "no"})  # no --data-dir
 
     def test_ping_echo_select_quit(self):
         r = self.r
@@ -295,11 +308,7 @@ class KvRedisTest(unittest.TestCase):
             results[name] = won
             c.close()
 
-        threads = [threading.Thread(target=contender, args=(n,)) for n in ("a", "b", "c")]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        testlib.run_threads(contender, [(n,) for n in ("a", "b", "c")])
         self.assertEqual(sum(results.values()), 100)  # exactly one winner per round
         for round_ in range(100):
             values = set(self.r.mget(["%s:%d" % (k, round_) for k in keys]))
@@ -398,6 +407,7 @@ class KvRedisTest(unittest.TestCase):
             self.assertIn(field, info)
         self.assertEqual(info["db0"]["keys"], 1)
         self.assertEqual(set(r.info("keyspace")), {"db0"})
+        self.assertEqual(info["db0"]["expires"], 0)
         self.assertEqual(set(r.info("memory")) >= {"used_memory", "maxmemory"}, True)
         # Raw: redis-py's COMMAND parsing expects Redis's own table.
         count_reply, table, docs = run_script(self.port, [("COMMAND", "COUNT"), ("COMMAND",),

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import unittest
 
 import testlib
@@ -21,9 +22,10 @@ import testlib
 LOADGEN = ECHO = None
 
 
-def run_loadgen(*args):
+def run_loadgen(*args, duration=0.5):
     """Runs loadgen briefly; returns (exit status, summary fields)."""
-    proc = subprocess.run([LOADGEN, "--smp", "1", "--duration", "0.5", "--warmup", "0.1", *args],
+    proc = subprocess.run([LOADGEN, "--smp", "1", "--duration", str(duration), "--warmup", "0.1",
+                           *args],
                           capture_output=True, text=True, timeout=60)
     line = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     fields = dict(re.findall(r"(\w+)=([\d.]+)", line))
@@ -64,6 +66,46 @@ class corrupting_echo:
         self.listener.close()
 
 
+class delaying_echo:
+    """An echo server (a thread per connection) that holds every reply for
+    `fast` seconds, and every tenth request of a connection for `slow`: a
+    server with known latencies. loadgen's echo requests are `size` bytes."""
+
+    def __init__(self, size, fast, slow):
+        self.size, self.fast, self.slow = size, fast, slow
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        served, pending = 0, b""
+        with conn:
+            while True:
+                while len(pending) < self.size:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    pending += data
+                request, pending = pending[:self.size], pending[self.size:]
+                served += 1
+                time.sleep(self.slow if served % 10 == 0 else self.fast)
+                try:
+                    conn.sendall(request)
+                except OSError:
+                    return  # loadgen is done
+
+    def close(self):
+        self.listener.close()
+
+
 def send_command(port, command, expect):
     """Sends raw protocol bytes and checks the reply begins with `expect`."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
@@ -96,6 +138,50 @@ class echo_mode(unittest.TestCase):
             server.close()
         self.assertEqual(status, 1)
         self.assertEqual(summary["errors"], 1)
+
+
+class latency(unittest.TestCase):
+    """The percentiles and --rate against a server of known delays: 5 ms for
+    nine requests in ten, 60 ms for the tenth. A delay is a lower bound on
+    what loadgen may report (time.sleep never returns early); the upper
+    bounds are generous, for a loaded machine."""
+
+    FAST, SLOW = 0.005, 0.060
+
+    def test_percentiles_of_a_closed_loop(self):
+        server = delaying_echo(16, self.FAST, self.SLOW)
+        try:
+            status, summary = run_loadgen("--mode", "echo", "--port", str(server.port),
+                                          "--connections", "1", "--size", "16", duration=1.5)
+        finally:
+            server.close()
+        self.assertEqual(status, 0)
+        self.assertEqual(summary["errors"], 0)
+        # One request at a time, 10.5 ms each on average: at most ~95/s (the
+        # window may catch one slow reply fewer than its share: 15 % more).
+        self.assertLess(summary["requests_per_s"], 1 / (0.9 * self.FAST + 0.1 * self.SLOW) * 1.15)
+        self.assertGreater(summary["requests_per_s"], 20)
+        # p50 is a fast reply, p99 a slow one.
+        self.assertGreaterEqual(summary["p50_us"], self.FAST * 1e6)
+        self.assertLess(summary["p50_us"], self.SLOW * 1e6)
+        self.assertGreaterEqual(summary["p99_us"], self.SLOW * 1e6)
+        self.assertLess(summary["p99_us"], self.SLOW * 1e6 * 3)
+
+    def test_rate_offers_the_asked_rate(self):
+        server = delaying_echo(16, self.FAST, self.FAST)
+        try:
+            # 100 requests/s over 4 connections, each able to do ~200/s.
+            status, summary = run_loadgen("--mode", "echo", "--port", str(server.port),
+                                          "--connections", "4", "--size", "16", "--rate", "100",
+                                          duration=2)
+        finally:
+            server.close()
+        self.assertEqual(status, 0)
+        self.assertEqual(summary["errors"], 0)
+        self.assertGreater(summary["requests_per_s"], 80)
+        self.assertLess(summary["requests_per_s"], 120)
+        self.assertGreaterEqual(summary["p50_us"], self.FAST * 1e6)
+        self.assertLess(summary["p50_us"], self.FAST * 1e6 * 10)
 
 
 class kv_modes(unittest.TestCase):

@@ -20,7 +20,18 @@ using namespace std::chrono_literals;
 
 namespace {
 constexpr auto hang_guard = 20s;  // turns a lost wake-up into a failure, not a hang
+
+std::uint64_t full_waits_of_shard_1() {
+    return submit_to(1, [] { return reactor::local().stats().smp_ring_full_waits; }).get();
 }
+
+// Until a sender on shard 1 waited on a full channel since `before`.
+void wait_for_full_wait(std::uint64_t before) {
+    const auto deadline = clock::now() + hang_guard;
+    while (full_waits_of_shard_1() == before && clock::now() < deadline) yield();
+    REQUIRE(full_waits_of_shard_1() > before);
+}
+}  // namespace
 
 TEST_CASE("shared channel: 100 000 items through a small channel, in order, then the end") {
     run_in_shards(2, [] {
@@ -35,7 +46,9 @@ TEST_CASE("shared channel: 100 000 items through a small channel, in order, then
         });
         int expected = 0;
         bool in_order = true;
-        sleep_for(20ms);  // the producer fills the channel and must wait
+        // The producer fills the channel and must wait: observed on its
+        // shard's counter, not assumed after a sleep.
+        wait_for_full_wait(full_waits_before);
         while (auto item = rx.recv()) {
             if (**item != expected) in_order = false;
             ++expected;
@@ -101,8 +114,10 @@ TEST_CASE(
                 return sent;
             }
         });
+        const std::uint64_t full_waits_before = full_waits_of_shard_1();
         REQUIRE(rx.recv() == 0);
-        sleep_for(20ms);  // the sender fills the channel and waits for room
+        // The sender fills the channel and waits for room (observed).
+        wait_for_full_wait(full_waits_before);
         rx.close();
         int sent = sender.get(clock::now() + hang_guard);
         REQUIRE(sent >= 2);

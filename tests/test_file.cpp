@@ -1,7 +1,7 @@
 // dma_file, the streams and buffered_file on real files. Direct I/O needs a
 // disk file system: the files live under $PERCORE_TEST_DIR or /var/tmp (not
-// /tmp, which may be tmpfs). The tmpfs and ENOSPC cases mount their own small
-// tmpfs (root only; skipped with a message otherwise).
+// /tmp, which may be tmpfs). The tmpfs and ENOSPC cases, which mount file
+// systems, are in test_file_mounts.cpp.
 #include <stdlib.h>
 #include <sys/mount.h>
 #include <unistd.h>
@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "file_patterns.hpp"
 #include "percore/fiber.hpp"
 #include "percore/file.hpp"
 #include "percore/reactor.hpp"
@@ -27,74 +28,8 @@
 using namespace percore;
 using percore::testing::run_in_reactor;
 
-namespace {
-
 using percore::testing::temp_dir;
-
-// A tmpfs of `size` mounted for one test; mounted() is false where mounting
-// is not permitted (not root, or a restricted container).
-struct tmpfs_mount {
-    temp_dir dir;
-    std::string error;
-    bool ok = false;
-    explicit tmpfs_mount(const std::string& size) {
-        std::string opts = "size=" + size;
-        if (::mount("tmpfs", dir.path.c_str(), "tmpfs", 0, opts.c_str()) == 0) {
-            ok = true;
-        } else {
-            error = std::strerror(errno);
-        }
-    }
-    ~tmpfs_mount() {
-        if (ok) ::umount2(dir.path.c_str(), MNT_DETACH);
-    }
-    bool mounted() const { return ok; }
-    std::string file(const std::string& name) const { return dir.file(name); }
-};
-
-// Deterministic bytes: what a file holds at `pos` for `seed`.
-inline std::uint8_t pattern_byte(std::uint64_t pos, std::uint64_t seed) {
-    std::uint64_t x = (pos >> 3) * 0x9E3779B97F4A7C15ull ^ seed;
-    x ^= x >> 29;
-    x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 32;
-    return static_cast<std::uint8_t>(x >> ((pos & 7) * 8));
-}
-
-void fill_pattern(void* dst, std::uint64_t pos, std::size_t len, std::uint64_t seed) {
-    auto* p = static_cast<std::uint8_t*>(dst);
-    for (std::size_t i = 0; i < len; ++i) p[i] = pattern_byte(pos + i, seed);
-}
-
-// The first position where `data` differs from the pattern, or -1.
-std::int64_t pattern_mismatch(const void* data, std::uint64_t pos, std::size_t len,
-                              std::uint64_t seed) {
-    const auto* p = static_cast<const std::uint8_t*>(data);
-    for (std::size_t i = 0; i < len; ++i) {
-        if (p[i] != pattern_byte(pos + i, seed)) return static_cast<std::int64_t>(pos + i);
-    }
-    return -1;
-}
-
-// Writes `len` bytes of the pattern at aligned `pos` through write_at.
-void write_pattern(dma_file& f, std::uint64_t pos, std::size_t len, std::uint64_t seed) {
-    auto buf = f.allocate_buffer(len);
-    fill_pattern(buf.data(), pos, len, seed);
-    f.write_at(pos, buf);
-}
-
-template <typename F>
-int expect_io_error(F&& f, std::string& message) {
-    try {
-        f();
-    } catch (const io_error& e) {
-        message = e.what();
-        return e.error_number();
-    }
-    return 0;
-}
-
-}  // namespace
+using namespace percore::testing::file_patterns;
 
 TEST_CASE("dma_file round trips many sizes and offsets, aligned or not") {
     temp_dir dir;
@@ -426,115 +361,6 @@ TEST_CASE("what was flushed survives close and reopen, appends continue mid-bloc
         REQUIRE(r.read(expect.size() + 10) == expect);
         r.close();
     });
-}
-
-TEST_CASE("O_DIRECT on tmpfs is a clear error unless buffered I/O is allowed") {
-    tmpfs_mount mnt("4M");
-    std::string base;
-    if (mnt.mounted()) {
-        base = mnt.dir.path;
-    } else if (file_system_name("/dev/shm") == "tmpfs") {
-        WARN("cannot mount a tmpfs (" << mnt.error << "): using /dev/shm");
-        base = "/dev/shm";
-    } else {
-        WARN("skipped: cannot mount a tmpfs (" << mnt.error << ") and /dev/shm is not tmpfs");
-        return;
-    }
-    const std::string path = base + "/percore-direct-" + std::to_string(::getpid());
-    run_in_reactor([&] {
-        std::string msg;
-        REQUIRE(expect_io_error([&] { dma_file::create_truncated(path); }, msg) == EINVAL);
-        INFO(msg);
-        CHECK(msg.find(path) != std::string::npos);
-        CHECK(msg.find("'tmpfs'") != std::string::npos);
-        CHECK(msg.find("allow_buffered_io") != std::string::npos);
-        CHECK_FALSE(std::filesystem::exists(path));  // a refused create leaves nothing behind
-
-        auto f = dma_file::create_truncated(path, open_options{.allow_buffered_io = true});
-        REQUIRE(f.buffered());
-        write_pattern(f, 0, 16384, 4);
-        auto back = f.read_at(100, 10'000);
-        REQUIRE(pattern_mismatch(back.data(), 100, 10'000, 4) == -1);
-        f.close();
-
-        // The streams work on it the same way.
-        dma_stream_writer w(dma_file::open(path, open_options{.allow_buffered_io = true}));
-        w.write(std::string(10'001, 'q'));
-        w.close();
-        dma_stream_reader r(dma_file::open(path, open_options{.allow_buffered_io = true}));
-        REQUIRE(r.read(20'000) == std::string(10'001, 'q'));
-        r.close();
-        remove_file(path);
-    });
-}
-
-namespace {
-
-// Fills the file system under `dir` through a dma_file and a stream: both
-// must report ENOSPC with the path, never succeed silently.
-void check_enospc(const std::string& dir, open_options options) {
-    run_in_reactor([&] {
-        const std::string path = dir + "/full";
-        auto f = dma_file::create_truncated(path, options);
-        std::string msg;
-        REQUIRE(expect_io_error([&] { f.allocate(0, 64 << 20); }, msg) == ENOSPC);
-        CHECK(msg.find(path) != std::string::npos);
-        auto buf = f.allocate_buffer(256 << 10);
-        std::memset(buf.data(), 'f', buf.size());
-        int err = 0;
-        for (std::uint64_t pos = 0; pos < (64 << 20) && err == 0; pos += buf.size()) {
-            err = expect_io_error([&] { f.write_at(pos, buf); }, msg);
-        }
-        REQUIRE(err == ENOSPC);
-        CHECK(msg.find("write " + path) != std::string::npos);
-        f.close();
-        remove_file(path);
-
-        const std::string log = dir + "/log";
-        dma_stream_writer w(dma_file::create_truncated(log, options));
-        std::string chunk(100'000, 'z');
-        err = expect_io_error(
-            [&] {
-                for (int i = 0; i < 640; ++i) w.write(chunk);
-                w.close();
-            },
-            msg);
-        REQUIRE(err == ENOSPC);
-        CHECK(msg.find(log) != std::string::npos);
-        // Poisoned: later calls report the same failure.
-        REQUIRE(expect_io_error([&] { w.flush(); }, msg) == ENOSPC);
-    });
-}
-
-}  // namespace
-
-TEST_CASE("a full tmpfs gives ENOSPC on the buffered path") {
-    tmpfs_mount mnt("1M");
-    if (!mnt.mounted()) {
-        WARN("skipped: cannot mount a 1 MiB tmpfs (" << mnt.error << ")");
-        return;
-    }
-    check_enospc(mnt.dir.path, open_options{.allow_buffered_io = true});
-}
-
-TEST_CASE("a full loop-mounted ext4 gives ENOSPC on the direct path") {
-    temp_dir dir;
-    const std::string image = dir.file("ext4.img"), mnt = dir.file("mnt");
-    std::filesystem::create_directory(mnt);
-    const std::string cmd = "truncate -s 8M " + image + " && mkfs.ext4 -q -F " + image +
-                            " >/dev/null 2>&1 && mount -o loop " + image + " " + mnt +
-                            " 2>/dev/null";
-    if (std::system(cmd.c_str()) != 0) {
-        WARN(
-            "skipped: cannot make and loop-mount an ext4 image (needs root, mkfs.ext4, loop "
-            "devices)");
-        return;
-    }
-    struct unmount {
-        std::string path;
-        ~unmount() { ::umount2(path.c_str(), MNT_DETACH); }
-    } guard{mnt};
-    check_enospc(mnt, open_options{});
 }
 
 TEST_CASE("buffered_file reads and writes small files through the ring") {

@@ -23,6 +23,7 @@
 #include "log_format.hpp"
 #include "percore/errors.hpp"
 #include "percore/fiber.hpp"
+#include "percore/metrics.hpp"
 #include "percore/smp.hpp"
 #include "percore/timer.hpp"
 #include "persistence.hpp"
@@ -379,4 +380,120 @@ TEST_CASE("a data dir written with another shard count is re-distributed", "[kv_
     run(2, check_all);
     CHECK(std::filesystem::exists(dir.path + "/shard-1"));
     run(2, check_all);  // same count: plain replay
+}
+
+TEST_CASE("past --log-buffer-limit writers wait for a slow disk, and nothing is lost", "[kv_log]") {
+    temp_dir dir;
+    // (With always, each writer waits in sync() for its own commit: bounded anyway.)
+    for (auto mode : {fsync_mode::everysec, fsync_mode::no}) {
+        const std::string name = std::string(fsync_mode_name(mode));
+        auto c = test_config(dir.path + "/" + name, mode);
+        c.buffer_limit = 256 << 10;
+        c.test_faults.write_delay =
+            std::chrono::milliseconds(20);  // a disk slower than the clients
+        c.rewrite_min_size = 1 << 30;
+        constexpr int writers = 4;
+        constexpr int per_writer = 1000;
+        const std::string value(1000, 'v');
+        std::uint64_t peak = 0;
+        std::uint64_t waits = 0;
+        with_log(c, [&](store& st, shard_log& log) {
+            // Each fiber plays a connection: a change, then what the front
+            // ends do after each batch (db_shard::sync).
+            std::vector<future<void>> clients;
+            for (int w = 0; w < writers; ++w) {
+                clients.push_back(spawn([&, w] {
+                    for (int i = 0; i < per_writer; ++i) {
+                        REQUIRE(st.set("w" + std::to_string(w) + "-" + std::to_string(i), value) ==
+                                store_result::stored);
+                        peak = std::max(peak, log.buffered_bytes());
+                        log.wait_for_room();
+                    }
+                }));
+            }
+            for (auto& client : clients) client.get();
+            waits = log.stats().buffer_waits;
+        });
+        INFO("--fsync " << name);
+        CHECK(waits > 0);  // without the limit all 4 MB queue: no writer suspends
+        // Each writer may add one change past the limit before it waits.
+        CHECK(peak <= c.buffer_limit + writers * (value.size() + 64));
+        with_log(c, [&](store& st, shard_log&) {
+            CHECK(st.size() == writers * per_writer);
+            auto v = st.peek("w3-999");
+            REQUIRE(v);
+            CHECK(v->value == value);
+        });
+    }
+}
+
+TEST_CASE("a failed fdatasync under everysec fails the log as under always", "[kv_log]") {
+    temp_dir dir;
+    auto c = test_config(dir.path, fsync_mode::everysec);
+    c.test_faults.sync_error = EIO;
+    bool closed = true;
+    testing::run_in_reactor([&] {
+        store st;
+        shard_log log(c, st, 0, 1);
+        log.open();
+        CHECK(st.set("a", "1") == store_result::stored);
+        // The writer's fdatasync is due within a second of the write.
+        for (int i = 0; i < 500 && !log.stats().failed; ++i)
+            sleep_for(std::chrono::milliseconds(10));
+        CHECK(log.stats().failed);
+        // Visible in the metrics and --stats (the app's shard gauges).
+        double failed_gauge = -1;
+        for (const auto& g : snapshot_this_shard().gauges)
+            if (g.name == "kv_log_failed") failed_gauge = g.value;
+        CHECK(failed_gauge == 1);
+        CHECK_FALSE(st.accepting_writes());
+        CHECK(st.set("b", "2") == store_result::no_disk);  // refused, not acknowledged
+        closed = log.close();
+    });
+    CHECK_FALSE(closed);  // the app exits non-zero then
+}
+
+TEST_CASE("close() reports a final fdatasync that failed", "[kv_log]") {
+    temp_dir dir;
+    auto c = test_config(dir.path, fsync_mode::no);  // no fdatasync before the last one
+    c.test_faults.sync_error = EIO;
+    bool closed = true;
+    bool failed_before_close = true;
+    testing::run_in_reactor([&] {
+        store st;
+        shard_log log(c, st, 0, 1);
+        log.open();
+        st.set("a", "1");
+        failed_before_close = log.stats().failed;
+        closed = log.close();
+    });
+    CHECK_FALSE(failed_before_close);
+    CHECK_FALSE(closed);
+}
+
+// Last in this file: the flag it sets is process-wide and stays set.
+TEST_CASE("a shard whose log did not close cleanly makes the app's exit status non-zero",
+          "[kv_log]") {
+    temp_dir dir;
+    db_config config;
+    config.max_memory = 64 << 20;
+    config.persistence = test_config(dir.path, fsync_mode::no);  // the one fdatasync: at the stop
+    config.persistence.test_faults.sync_error = EIO;
+    bool clean_before = false;
+    bool clean_after = true;
+    runtime_config rc;
+    rc.smp = 2;
+    run_shards(rc, [&] {
+        db database;
+        database.start(config);
+        open_persistence(database, config.persistence);
+        database.invoke_on_all(
+            [](db_shard& s) { s.store().set("k" + std::to_string(this_shard_id()), "v"); });
+        clean_before = db_shard::logs_closed_cleanly();
+        database.stop();  // kv's main checks this after stopping, and returns 1
+        clean_after = db_shard::logs_closed_cleanly();
+        return 0;
+    });
+    CHECK(clean_before);
+    CHECK_FALSE(clean_after);
 }

@@ -235,3 +235,33 @@ TEST_CASE("the metrics endpoint answers GET /metrics with Prometheus text") {
     CHECK(table.find("background") != std::string::npos);
     CHECK(table.find("delay_p99") != std::string::npos);
 }
+
+TEST_CASE("an app's shard_gauge is exported per shard and keeps its last value") {
+    std::string text, table_after;
+    testing::run_in_shards(2, [&] {
+        double level = 3;
+        shard_gauge here("app_test_level", "A test gauge.", [&level] { return level; });
+        auto there = submit_to(1, [] {
+                         return std::make_shared<shard_gauge>("app_test_level", "A test gauge.",
+                                                              [] { return 7.0; });
+                     }).get();
+        text = format_prometheus(snapshot_all_shards());
+        level = 5;
+        submit_to(1, [there = std::move(there)]() mutable { there.reset(); }).get();
+        {
+            shard_gauge replaced("app_test_level", "A test gauge.", [] { return 9.0; });
+        }
+        // Shard 0's frozen at 9 (the last registration), shard 1's at 7.
+        table_after = format_stats_table(snapshot_all_shards());
+    });
+    auto samples = parse_prometheus(text);
+    auto* zero = find(samples, "app_test_level", {{"shard", "0"}});
+    auto* one = find(samples, "app_test_level", {{"shard", "1"}});
+    REQUIRE(zero);
+    REQUIRE(one);
+    CHECK(zero->value == 3);
+    CHECK(one->value == 7);
+    CHECK(text.find("# TYPE app_test_level gauge") != std::string::npos);
+    CHECK(std::regex_search(table_after, std::regex("0 +app_test_level +9\\n")));
+    CHECK(std::regex_search(table_after, std::regex("1 +app_test_level +7\\n")));
+}

@@ -101,7 +101,9 @@ TEST_CASE("cancel_io_on_fd wakes the fiber waiting on that fd") {
                 io_uring_prep_read(sqe, p.read_end, buffer, sizeof(buffer), 0);
             });
         });
-        sleep_for(std::chrono::milliseconds(1));
+        // The reader runs until it waits for its read (no sleep: a yield
+        // runs the ready fiber first, deterministically).
+        yield();
         cancel_io_on_fd(p.read_end);
         REQUIRE(reader.get() == -ECANCELED);
     });
@@ -132,11 +134,13 @@ TEST_CASE("a sleeping shard is woken from another thread") {
     run_in_shards(2, [] {
         auto& other = reactor::of_shard(1);
         // Shard 1 has nothing to do: it sleeps in its ring. Waking it must
-        // make it run a loop turn.
-        sleep_for(std::chrono::milliseconds(20));
+        // make it run a loop turn. Observed, not assumed after a sleep.
+        auto deadline = clock::now() + std::chrono::seconds(5);
+        while (!other.sleeping() && clock::now() < deadline) yield();
+        REQUIRE(other.sleeping());
         auto turns = other.stats().loop_turns;  // racy read of a counter: only compared
         other.wake();
-        auto deadline = clock::now() + std::chrono::seconds(5);
+        deadline = clock::now() + std::chrono::seconds(5);
         while (other.stats().loop_turns == turns && clock::now() < deadline)
             sleep_for(std::chrono::milliseconds(1));
         REQUIRE(other.stats().loop_turns > turns);

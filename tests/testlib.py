@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -52,6 +53,40 @@ def wait_until(predicate, what, timeout):
         if time.monotonic() > deadline:
             raise AssertionError("gave up waiting for " + what)
         time.sleep(0.05)
+
+
+class Threads:
+    """Helper threads whose exceptions fail the test: an assertion raised in
+    a plain threading.Thread only prints a traceback, and the test passes.
+    start() runs target(*args) in a thread per args; join() waits for all
+    and raises the first exception one of them raised."""
+
+    def __init__(self, target, args_list):
+        self.errors = []
+        self.threads = [threading.Thread(target=self._run, args=(target, args))
+                        for args in args_list]
+
+    def _run(self, target, args):
+        try:
+            target(*args)
+        except BaseException as e:  # handed to join(), in the test's thread
+            self.errors.append(e)
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def join(self):
+        for t in self.threads:
+            t.join()
+        if self.errors:
+            raise self.errors[0]
+
+
+def run_threads(target, args_list):
+    """Threads(target, args_list) started and joined."""
+    Threads(target, args_list).start().join()
 
 
 class Server:

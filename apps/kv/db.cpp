@@ -9,6 +9,7 @@ namespace percore::kv {
 namespace {
 
 std::atomic<std::size_t> open_connections{0};
+std::atomic<bool> log_close_failed{false};  // some shard's log did not close cleanly
 const time_point process_start = clock::now();
 const std::int64_t process_start_unix = unix_now();
 
@@ -38,11 +39,16 @@ void db_shard::start() {
 
 void db_shard::stop() {
     store_.stop_active_expiry();
-    if (log_) log_->close();
+    if (log_ && !log_->close()) log_close_failed.store(true, std::memory_order_relaxed);
+}
+
+bool db_shard::logs_closed_cleanly() noexcept {
+    return !log_close_failed.load(std::memory_order_relaxed);
 }
 
 void db_shard::sync_log() {
     if (log_->needs_sync()) log_->sync();
+    log_->wait_for_room();  // --log-buffer-limit: writers wait for a slow disk
 }
 
 bool db_shard::admit_connection() noexcept {

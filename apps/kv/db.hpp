@@ -83,12 +83,18 @@ class db_shard : public service<db_shard> {
     // also flushes and closes the log.
     void start();
     void stop();
+    // False once some shard's log failed to write, sync or close everything
+    // it acknowledged (it said why): the app then exits non-zero.
+    static bool logs_closed_cleanly() noexcept;
 
     // This shard's log (nullptr without --data-dir; open_persistence() makes it).
     shard_log* log() noexcept { return log_.get(); }
     void set_log(std::unique_ptr<shard_log> log) noexcept { log_ = std::move(log); }
     // With --fsync always: suspends until this shard's changes so far are
-    // durable. Front ends call it before replying; a null test otherwise.
+    // durable; in every mode, waits while the log's unwritten records pass
+    // --log-buffer-limit (back-pressure). Front ends call it on the owner
+    // shard after running a batch and before replying; a null test without
+    // --data-dir.
     void sync() {
         if (log_) sync_log();
     }

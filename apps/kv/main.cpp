@@ -65,6 +65,10 @@ kv::db_config read_config(const po::variables_map& opts) {
     p.repair = opts["repair-log"].as<bool>();
     p.rewrite_factor = opts["log-rewrite-factor"].as<double>();
     p.rewrite_min_size = parse_size(opts["log-rewrite-min-size"].as<std::string>());
+    p.buffer_limit = parse_size(opts["log-buffer-limit"].as<std::string>());
+    if (p.buffer_limit < 64 * 1024)
+        throw config_error("--log-buffer-limit " + opts["log-buffer-limit"].as<std::string>() +
+                           " is below the minimum of 64k");
     if (!(p.rewrite_factor >= 1.0 && p.rewrite_factor <= 1000.0))
         throw config_error("--log-rewrite-factor must be between 1 and 1000");
     return config;
@@ -139,7 +143,10 @@ int main(int argc, char** argv) {
         "log-rewrite-factor", po::value<double>()->default_value(2.0),
         "with --data-dir: compact a shard's log when it passes this many times its live data")(
         "log-rewrite-min-size", po::value<std::string>()->default_value("64M"),
-        "with --data-dir: no automatic compaction below this log size");
+        "with --data-dir: no automatic compaction below this log size")(
+        "log-buffer-limit", po::value<std::string>()->default_value("64M"),
+        "with --data-dir: bytes of changes a shard keeps in memory before its log is written "
+        "(a compaction's catch-up included); past it, writing clients wait for the disk");
     // --metrics-port comes from the app shell (percore::app), which serves it.
     return kv_app.run(argc, argv, [&] {
         const auto& opts = kv_app.options();
@@ -189,6 +196,12 @@ int main(int argc, char** argv) {
         }
         wait_for_stop();
         stop_all();
+        if (!kv::db_shard::logs_closed_cleanly()) {
+            logger().error(
+                "kv: exiting with status 1: a shard's log failed (see above), acknowledged "
+                "changes may be missing from --data-dir");
+            return 1;
+        }
         return 0;
     });
 }

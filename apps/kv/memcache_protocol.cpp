@@ -5,6 +5,7 @@
 
 #include <charconv>
 
+#include "client_log.hpp"
 #include "percore/log.hpp"
 #include "percore/reactor.hpp"
 
@@ -131,6 +132,9 @@ void session::run_batch(std::string& out) {
     // Only a gat/gats can be refused as a whole: other batches (the GET/SET
     // path) do not record where each reply ends.
     forwarder_.run(exec, out, batch_touches_ ? &reply_ends_ : nullptr);
+    // The forwarder syncs the other shards' logs; this one's ran inline:
+    // --fsync always (durable before the reply) and --log-buffer-limit.
+    db_.local().sync();
     batch_touches_ = false;
     const bool refused = any_touch_refused_.load(std::memory_order_relaxed);
     if (overflowed_.load(std::memory_order_relaxed)) {
@@ -183,7 +187,8 @@ void session::executor::operator()(db_shard& shard, std::uint32_t tag, std::stri
         run(shard, tag, out);
     } catch (const std::exception& e) {
         // A fault in one request (e.g. bad_alloc) fails that request only.
-        logger().error("kv memcache: request failed on shard {}: {}", this_shard_id(), e.what());
+        client_log::failed_requests().error("kv memcache: request failed on shard {}: {}",
+                                            this_shard_id(), e.what());
         out.resize(mark);
         out.append("SERVER_ERROR ");
         out.append(e.what());
@@ -321,7 +326,7 @@ bool session::over_output_limit(const std::string& out, std::size_t more) {
 process_result session::process(std::string_view input, std::string& out) {
     process_result result = process_requests(input, out);
     if (overflowed_.load(std::memory_order_relaxed)) {
-        logger().warn(
+        client_log::closed_connections().warn(
             "kv memcache: closing a connection whose replies passed --max-output-buffer "
             "({} bytes)",
             db_.local().config().max_output_buffer);

@@ -97,6 +97,18 @@ fsync_mode parse_fsync_mode(std::string_view text) {
     throw config_error("--fsync '" + std::string(text) + "' is not one of always, everysec, no");
 }
 
+std::string_view fsync_mode_name(fsync_mode mode) noexcept {
+    switch (mode) {
+        case fsync_mode::always:
+            return "always";
+        case fsync_mode::everysec:
+            return "everysec";
+        case fsync_mode::no:
+            return "no";
+    }
+    return "everysec";
+}
+
 shard_log::shard_log(const persistence_config& config, kv::store& store, unsigned shard,
                      unsigned shard_count)
     : config_(config),
@@ -138,6 +150,7 @@ void shard_log::open() {
     const std::string path = dir + "/log";
     const auto started = clock::now();
     dma_file file = dma_file::create(path, open_options{.allow_buffered_io = true});
+    buffered_ = file.buffered();
     if (file.buffered()) {
         logger().warn("{}: the file system ({}) cannot do direct I/O: the log is written buffered",
                       path, file_system_name(dir));
@@ -176,6 +189,15 @@ void shard_log::open() {
     }
     compaction_queue_ = &create_task_queue(100, latency::not_important(),
                                            "kv-compaction-" + std::to_string(shard_));
+    gauges_.push_back(std::make_unique<shard_gauge>(
+        "kv_log_failed", "1 once a write or fdatasync of the shard's log failed (writes refused).",
+        [this] { return failed_ ? 1.0 : 0.0; }));
+    gauges_.push_back(std::make_unique<shard_gauge>(
+        "kv_log_disk_full", "1 while the shard's log has no room on disk (writes refused).",
+        [this] { return disk_full_ ? 1.0 : 0.0; }));
+    gauges_.push_back(std::make_unique<shard_gauge>(
+        "kv_log_buffered_bytes", "Records in memory not yet written to the log.",
+        [this] { return static_cast<double>(buffered_bytes()); }));
     last_sync_ = clock::now();
     store_.set_observer(this);
     store_observer_attached_ = true;
@@ -185,9 +207,10 @@ void shard_log::open() {
     }
 }
 
-void shard_log::close() {
-    if (!appender_.is_open()) return;
+bool shard_log::close() {
+    if (!appender_.is_open()) return true;
     closing_ = true;
+    room_moved();  // writers waiting for the buffer go on (their changes are written below)
     store_.set_observer(nullptr);
     store_observer_attached_ = false;
     if (rewriter_.valid()) rewriter_.get();  // aborts at its next step, or finishes
@@ -200,17 +223,33 @@ void shard_log::close() {
     }
     if (extender_.valid()) extender_.get();
     if (retired_.valid()) retired_.get();
+    bool ok = !failed_;
+    if (failed_) {
+        logger().error(
+            "shard {}: the log failed earlier: changes acknowledged since may not be durable ({} "
+            "bytes never written)",
+            shard_, pending_.size());
+    }
     try {
         if (!failed_) {
-            appender_.sync();
+            sync_file();
             ++syncs_;
         }
         appender_.close();
     } catch (const std::exception& e) {
         logger().error("shard {}: closing the log failed: {}", shard_, e.what());
-        return;
+        return false;
     }
-    logger().info("shard {}: log closed at {} bytes", shard_, appender_.end());
+    if (ok) logger().info("shard {}: log closed at {} bytes", shard_, appender_.end());
+    return ok;
+}
+
+// Every fdatasync of the log (but a compaction's snapshot) goes through here.
+void shard_log::sync_file() {
+    if (config_.test_faults.sync_error != 0)
+        throw io_error(config_.test_faults.sync_error,
+                       "fdatasync " + directory() + "/log (injected fault)");
+    appender_.sync();
 }
 
 // --- the record side (never suspends) -------------------------------------------------
@@ -281,6 +320,17 @@ void shard_log::durable_moved() {
         sync_waiters_.pop_front();
     }
     durable_cv_.notify_all();
+    room_moved();
+}
+
+void shard_log::wait_for_room_slow() {
+    ++buffer_waits_;
+    std::unique_lock lock(room_mutex_);
+    while (buffered_bytes() > config_.buffer_limit && !failed_ && !closing_) room_cv_.wait(lock);
+}
+
+void shard_log::room_moved() {
+    room_cv_.notify_all();
 }
 
 log_stats shard_log::stats() const {
@@ -291,7 +341,10 @@ log_stats shard_log::stats() const {
     s.syncs = syncs_;
     s.rewrites = rewrites_;
     s.replayed = replayed_;
+    s.buffered = buffered_bytes();
+    s.buffer_waits = buffer_waits_;
     s.disk_full = disk_full_;
+    s.failed = failed_;
     s.rewriting = rewriting_;
     return s;
 }
@@ -327,11 +380,17 @@ void shard_log::writer_loop() {
             writer_idle_ = false;
             if (pending_.empty() && !synced_ && clock::now() >= last_sync_ + 1s) {
                 try {
-                    appender_.sync();
+                    sync_file();
                     ++syncs_;
                     synced_ = true;
                 } catch (const io_error& e) {
-                    logger().error("shard {}: log fdatasync failed: {}", shard_, e.what());
+                    // As under always: a retry could report success for data
+                    // the kernel already dropped (fsyncgate), so the log stops.
+                    logger().error(
+                        "shard {}: log fdatasync failed, refusing writes from now on: {}", shard_,
+                        e.what());
+                    failed_ = true;
+                    durable_moved();
                 }
                 last_sync_ = clock::now();
             }
@@ -346,6 +405,7 @@ void shard_log::writer_loop() {
 void shard_log::write_batch() {
     writing_.swap(pending_);
     const std::uint64_t target = appended_;
+    if (config_.test_faults.write_delay.count() > 0) sleep_for(config_.test_faults.write_delay);
     try {
         appender_.append(writing_);
     } catch (const io_error& e) {
@@ -380,6 +440,7 @@ void shard_log::write_batch() {
     } else {
         writing_.clear();
     }
+    room_moved();
     synced_ = false;
     if (mode_ == fsync_mode::always) {
         // One write, then one fdatasync for the whole group (measured: twice
@@ -390,7 +451,7 @@ void shard_log::write_batch() {
     } else {
         if (mode_ == fsync_mode::everysec && clock::now() >= last_sync_ + 1s) {
             try {
-                appender_.sync();
+                sync_file();
                 ++syncs_;
                 synced_ = true;
                 last_sync_ = clock::now();
@@ -421,7 +482,7 @@ void shard_log::syncer_loop() {
         const std::uint64_t target = written_;
         syncing_ = true;
         try {
-            appender_.sync();
+            sync_file();
         } catch (const io_error& e) {
             logger().error("shard {}: log fdatasync failed, refusing writes from now on: {}",
                            shard_, e.what());

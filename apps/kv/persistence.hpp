@@ -12,16 +12,19 @@
 // are durable.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "log_file.hpp"
 #include "percore/clock.hpp"
 #include "percore/errors.hpp"
 #include "percore/future.hpp"
+#include "percore/metrics.hpp"
 #include "percore/sync.hpp"
 #include "store.hpp"
 
@@ -45,6 +48,8 @@ enum class fsync_mode : std::uint8_t { always, everysec, no };
 
 // Parses "always" / "everysec" / "no" (config_error otherwise).
 fsync_mode parse_fsync_mode(std::string_view text);
+// The option's spelling of a mode.
+std::string_view fsync_mode_name(fsync_mode mode) noexcept;
 
 // The persistence options of the kv app.
 struct persistence_config {
@@ -53,6 +58,18 @@ struct persistence_config {
     bool repair = false;          // --repair-log: cut a corrupt log instead of refusing to start
     double rewrite_factor = 2.0;  // compact when the log passes factor x live data
     std::uint64_t rewrite_min_size = 64 << 20;  // ... and at least this many bytes
+    // --log-buffer-limit: records in memory, not yet written (the pending
+    // batch, the one being written and a compaction's tail), past which
+    // writers wait for the disk instead of queueing more (back-pressure).
+    std::uint64_t buffer_limit = std::uint64_t{64} << 20;
+    // Fault hooks for tests (off by default).
+    struct faults {
+        // The writer sleeps this long before each write, as a disk slower
+        // than the clients would make it wait.
+        std::chrono::milliseconds write_delay{0};
+        // Every fdatasync of the log fails with this errno (0: none).
+        int sync_error = 0;
+    } test_faults;
 
     bool enabled() const noexcept { return !data_dir.empty(); }
 };
@@ -67,13 +84,16 @@ std::int64_t unix_now_millis() noexcept;
 
 // Counters of one shard's log (INFO persistence).
 struct log_stats {
-    std::uint64_t log_bytes = 0;   // current log file's data
-    std::uint64_t live_bytes = 0;  // what a rewrite would write now (live_log_bytes())
-    std::uint64_t records = 0;     // appended since start
-    std::uint64_t syncs = 0;       // fdatasyncs
-    std::uint64_t rewrites = 0;    // compactions finished
-    std::uint64_t replayed = 0;    // records replayed at start
+    std::uint64_t log_bytes = 0;     // current log file's data
+    std::uint64_t live_bytes = 0;    // what a rewrite would write now (live_log_bytes())
+    std::uint64_t records = 0;       // appended since start
+    std::uint64_t syncs = 0;         // fdatasyncs
+    std::uint64_t rewrites = 0;      // compactions finished
+    std::uint64_t replayed = 0;      // records replayed at start
+    std::uint64_t buffered = 0;      // record bytes in memory not yet written (--log-buffer-limit)
+    std::uint64_t buffer_waits = 0;  // times a writer waited for the buffer to drain
     bool disk_full = false;
+    bool failed = false;  // a write or fdatasync failed: writes are refused until restart
     bool rewriting = false;
 };
 
@@ -92,8 +112,10 @@ class shard_log final : public store_observer {
     // records, bytes, seconds), opens it for appending and starts the writer.
     // config_error on corruption (see scan_log).
     void open();
-    // Writes and syncs everything appended, stops the fibers, closes the file.
-    void close();
+    // Writes and syncs everything appended, stops the fibers, closes the
+    // file. False (after an error line) if something appended may not be
+    // durable: the log failed before, or the last write, sync or close did.
+    bool close();
 
     // store_observer: each change becomes a record in the buffer.
     bool accepting() const noexcept override { return !disk_full_ && !failed_ && !closing_; }
@@ -106,6 +128,17 @@ class shard_log final : public store_observer {
     // durable. io_error if the log failed.
     void sync();
     bool always() const noexcept { return mode_ == fsync_mode::always; }
+    // --log-buffer-limit: suspends while the records in memory not yet
+    // written pass the limit (until the writer drains them, or the log
+    // failed or closes). Front ends call it, through db_shard::sync(), after
+    // their changes and before reading more requests: one batch per
+    // connection may pass the limit, then its connection waits.
+    void wait_for_room() {
+        if (buffered_bytes() > config_.buffer_limit) wait_for_room_slow();
+    }
+    std::uint64_t buffered_bytes() const noexcept {
+        return pending_.size() + writing_.size() + rewrite_tail_.size();
+    }
     bool needs_sync() const noexcept { return mode_ == fsync_mode::always && durable_ < appended_; }
     // Starts a background compaction; false if one is running (or closing).
     bool start_rewrite();
@@ -126,6 +159,9 @@ class shard_log final : public store_observer {
     void syncer_loop();
     void wait_for_syncer();
     void durable_moved();
+    void sync_file();
+    void wait_for_room_slow();
+    void room_moved();
     io_error log_failed() const;
     void check_room();
     void extend_in_background(std::uint64_t room);
@@ -137,6 +173,7 @@ class shard_log final : public store_observer {
     bool install_snapshot();
     void retire(log_appender old, bool kept_as_spare);
     log_appender open_snapshot_file();
+    open_options snapshot_open_options() const noexcept;
     bool drop_spare();
     std::string snapshot_path() const;
     std::string spare_path() const;
@@ -149,6 +186,7 @@ class shard_log final : public store_observer {
 
     log_appender appender_;
     std::uint32_t generation_ = 0;  // the log's, sealing its records (log_format.hpp)
+    bool buffered_ = false;         // the file system cannot do direct I/O (found at open)
     std::string pending_;           // records not yet handed to the writer
     std::string writing_;           // the batch being written
     std::uint64_t appended_ = 0;    // records' bytes appended since open (a sequence number)
@@ -176,6 +214,9 @@ class shard_log final : public store_observer {
     std::deque<sync_waiter> sync_waiters_;
     mutex sync_mutex_;
     condition_variable durable_cv_;  // durable_ moved (or the log failed): wait_for_syncer
+    mutex room_mutex_;
+    condition_variable room_cv_;  // buffered bytes went down (or the log failed, or closes)
+    std::uint64_t buffer_waits_ = 0;
     future<void> writer_;
     // --fsync always: syncs what the writer wrote while it writes the next
     // batch, so a batch's write overlaps the previous batch's fdatasync.
@@ -203,6 +244,9 @@ class shard_log final : public store_observer {
     std::uint64_t records_ = 0;
     std::uint64_t syncs_ = 0;
     std::uint64_t replayed_ = 0;
+    // In the metrics and the --stats table (last: destroyed first, while
+    // what they read is still there; their last values stay for --stats).
+    std::vector<std::unique_ptr<shard_gauge>> gauges_;
 };
 
 }  // namespace percore::kv

@@ -108,15 +108,19 @@ log_appender shard_log::open_snapshot_file() {
         spare_ = false;
         try {
             rename_file(spare_path(), snapshot_path());
-            return log_appender(
-                dma_file::open(snapshot_path(), open_options{.allow_buffered_io = true}), 0,
-                /*reused=*/true);
+            return log_appender(dma_file::open(snapshot_path(), snapshot_open_options()), 0,
+                                /*reused=*/true);
         } catch (const io_error& e) {
             logger().warn("shard {}: reusing the spare log: {}", shard_, e.what());
         }
     }
-    return log_appender(
-        dma_file::create_truncated(snapshot_path(), open_options{.allow_buffered_io = true}), 0);
+    return log_appender(dma_file::create_truncated(snapshot_path(), snapshot_open_options()), 0);
+}
+
+// The log's directory was asked once, at open(): a buffered log's snapshots
+// open buffered at once, with no statfs on this reactor for each one.
+open_options shard_log::snapshot_open_options() const noexcept {
+    return open_options{.allow_buffered_io = true, .buffered_io = buffered_};
 }
 
 // The snapshot: every live key as it is while the scan passes (changes made
@@ -161,6 +165,7 @@ void shard_log::rewrite() {
         do {
             buf.append(rewrite_tail_);
             rewrite_tail_.clear();
+            room_moved();
             write_out(buf);
         } while (rewrite_tail_.size() > 64 * 1024);
         out->sync();
@@ -183,6 +188,7 @@ void shard_log::abort_rewrite(const std::exception& e) {
     rewrite_ready_ = false;
     rewrite_tail_.clear();
     std::string().swap(rewrite_tail_);
+    room_moved();
     rewrite_appender_.reset();
     try {
         remove_file(snapshot_path());

@@ -235,7 +235,10 @@ log_stats collect_log_stats(db& database) {
             a.syncs += b.syncs;
             a.rewrites += b.rewrites;
             a.replayed += b.replayed;
+            a.buffered += b.buffered;
+            a.buffer_waits += b.buffer_waits;
             a.disk_full = a.disk_full || b.disk_full;
+            a.failed = a.failed || b.failed;
             a.rewriting = a.rewriting || b.rewriting;
             return a;
         });

@@ -283,9 +283,16 @@ void resp_session::cmd_config(const resp_args& argv) {
     }
     if (argv.size() < 3) return local_error(arity_error("config|get"));
     // What clients such as redis-benchmark ask for; the rest is not configurable at run time.
+    // appendonly: whether changes go to a log (--data-dir); save: no RDB
+    // snapshots are ever written (the log is the only persistence).
+    const shard_log* log = shared_.database->local().log();
     const std::pair<std::string_view, std::string> params[] = {
         {"save", ""},
-        {"appendonly", "no"},
+        {"appendonly", log ? "yes" : "no"},
+        {"appendfsync",
+         shared_.database->local().config().persistence.data_dir.empty()
+             ? "everysec"
+             : std::string(fsync_mode_name(shared_.database->local().config().persistence.fsync))},
         {"databases", "1"},
         {"requirepass", shared_.config.requirepass},
         {"proto-max-bulk-len", std::to_string(shared_.config.proto_max_bulk_len)},

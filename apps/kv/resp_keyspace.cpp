@@ -329,6 +329,40 @@ std::string human_bytes(std::size_t n) {
     return buf;
 }
 
+// INFO keyspace's expires and avg_ttl: the store keeps no count of keys with
+// a TTL, so every shard's table is scanned (keys already expired but not yet
+// removed are skipped). O(keys), in steps that yield, so a big table slows
+// INFO, not the other clients of its shard.
+struct expiry_census {
+    std::uint64_t expires = 0;
+    double ttl_ms_sum = 0;  // remaining TTLs of those keys
+};
+
+expiry_census count_expiring_keys(db& database) {
+    return database.map_reduce(
+        [](db_shard& shard) {
+            expiry_census c;
+            const time_point now = clock::now();
+            std::size_t cursor = 0;
+            do {
+                cursor = shard.store().scan(cursor, 1024, [&](const item_view& v) {
+                    if (v.expiry == no_expiry || v.expiry <= now) return;
+                    ++c.expires;
+                    c.ttl_ms_sum +=
+                        std::chrono::duration<double, std::milli>(v.expiry - now).count();
+                });
+                maybe_yield();
+            } while (cursor != 0);
+            return c;
+        },
+        expiry_census{},
+        [](expiry_census a, const expiry_census& b) {
+            a.expires += b.expires;
+            a.ttl_ms_sum += b.ttl_ms_sum;
+            return a;
+        });
+}
+
 void cmd_info(resp_shared& shared, argv_t argv, resp_writer& w) {
     // Both protocols' counters (db) and this front end's own, over all shards.
     const db_stats total = collect_stats(*shared.database);
@@ -428,15 +462,26 @@ void cmd_info(resp_shared& shared, argv_t argv, resp_writer& w) {
         line("aof_rewrites", logs.rewrites);
         line("aof_current_size", logs.log_bytes);
         line("percore_log_live_bytes", logs.live_bytes);  // a rewrite's size now
-        line("aof_last_write_status", logs.disk_full ? "err" : "ok");
+        line("aof_last_write_status", logs.disk_full || logs.failed ? "err" : "ok");
+        // 1 once a write or fdatasync failed: writes are refused until a restart.
+        line("percore_log_failed", logs.failed ? 1 : 0);
+        line("aof_buffer_length", logs.buffered);  // unwritten records (--log-buffer-limit)
+        line("percore_log_buffer_waits", logs.buffer_waits);
         line("percore_log_records", logs.records);
         line("percore_log_fsyncs", logs.syncs);
         line("percore_log_replayed", logs.replayed);
     }
     if (wanted("keyspace", true)) {
         section("Keyspace");
-        // Expiring keys are not counted per shard by the store: expires=0.
-        if (keys > 0) line("db0", "keys=" + std::to_string(keys) + ",expires=0,avg_ttl=0");
+        if (keys > 0) {
+            const expiry_census c = count_expiring_keys(*shared.database);
+            const auto avg_ttl =
+                c.expires == 0
+                    ? std::uint64_t{0}
+                    : static_cast<std::uint64_t>(c.ttl_ms_sum / static_cast<double>(c.expires));
+            line("db0", "keys=" + std::to_string(keys) + ",expires=" + std::to_string(c.expires) +
+                            ",avg_ttl=" + std::to_string(avg_ttl));
+        }
     }
     w.bulk(out);
 }

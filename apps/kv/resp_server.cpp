@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <exception>
 
+#include "client_log.hpp"
 #include "percore/errors.hpp"
 #include "percore/fiber.hpp"
 #include "percore/log.hpp"
@@ -91,7 +92,7 @@ void resp_frontend::serve(percore::connection conn, std::unique_ptr<resp_session
     } catch (const timeout_error&) {
         // --idle-timeout: the session logged which wait ran out.
     } catch (const std::exception& e) {
-        logger().error("resp: connection failed: {}", e.what());
+        client_log::closed_connections().error("resp: connection failed: {}", e.what());
     }
     live_.erase(std::find(live_.begin(), live_.end(), &conn));
     if (move && !gate_.is_closed()) {

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <exception>
 
+#include "client_log.hpp"
 #include "percore/errors.hpp"
 #include "percore/fiber.hpp"
 #include "percore/log.hpp"
@@ -33,8 +34,9 @@ void run_keyed(resp_cmd cmd, std::span<const std::string_view> argv, store& st,
     try {
         execute_keyed(cmd, argv, st, settings, out);
     } catch (const std::exception& e) {
-        logger().error("resp: {} failed on shard {}: {}", c_str_view(argv[0]).substr(0, 64),
-                       this_shard_id(), e.what());
+        client_log::failed_requests().error("resp: {} failed on shard {}: {}",
+                                            c_str_view(argv[0]).substr(0, 64), this_shard_id(),
+                                            e.what());
         out.resize(mark);
         resp_writer(out).error(std::string("ERR internal error: ") + e.what());
     }
@@ -204,8 +206,9 @@ bool resp_session::read_more() {
     const std::size_t have = s.end - s.begin;
     const std::size_t wanted = std::max(parser_.bytes_wanted(), have + 1);
     if (wanted > shared_.config.client_query_buffer_limit) {
-        logger().warn("resp: closing client id={} that reached max query buffer length ({} bytes)",
-                      id_, wanted);
+        client_log::closed_connections().warn(
+            "resp: closing client id={} that reached max query buffer length ({} bytes)", id_,
+            wanted);
         return false;
     }
     if (s.begin > 0) {
@@ -388,13 +391,13 @@ void resp_session::log_idle_timeout(std::string_view what) const {
     } catch (const io_error&) {
         // Reset meanwhile: the id still names the client.
     }
-    logger().info("resp: closing client id={} addr={}: {} {} s (--idle-timeout)", id_, addr, what,
-                  idle_.count());
+    client_log::idle_timeouts().info("resp: closing client id={} addr={}: {} {} s (--idle-timeout)",
+                                     id_, addr, what, idle_.count());
 }
 
 void resp_session::output_overflow() {
     connection_state& s = *state_;
-    logger().warn(
+    client_log::closed_connections().warn(
         "resp: closing client id={} whose pending replies passed --max-output-buffer ({} "
         "bytes)",
         id_, shared_.settings.max_output_buffer);

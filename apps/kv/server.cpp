@@ -185,8 +185,9 @@ void tcp_server::serve(connection& conn) {
         } catch (const io_error&) {
             // Already reset: the address is gone, the log line stays useful.
         }
-        logger().info("kv {}: closing connection from {}: {} {} s (--idle-timeout): {}", name_,
-                      peer, describe(waiting), idle.count(), e.what());
+        client_log::idle_timeouts().info(
+            "kv {}: closing connection from {}: {} {} s (--idle-timeout): {}", name_, peer,
+            describe(waiting), idle.count(), e.what());
         if (waiting == idle_wait::rest_of_request) {  // say why the request was dropped
             try {
                 write_with_timeout(conn, "SERVER_ERROR request incomplete at --idle-timeout\r\n",
@@ -199,7 +200,8 @@ void tcp_server::serve(connection& conn) {
         // Resets, broken pipes, cancellation at stop: normal ends of a connection.
         logger().debug("kv {}: connection ended: {}", name_, e.what());
     } catch (const std::exception& e) {
-        logger().warn("kv {}: connection closed after an error: {}", name_, e.what());
+        client_log::closed_connections().warn("kv {}: connection closed after an error: {}", name_,
+                                              e.what());
     }
     conn.close();
 }

@@ -13,6 +13,7 @@
 #include <string_view>
 #include <unordered_set>
 
+#include "client_log.hpp"  // server.cpp's rate-limited client lines
 #include "db.hpp"
 #include "memcache_protocol.hpp"
 #include "percore/net.hpp"

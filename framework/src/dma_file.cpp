@@ -119,6 +119,14 @@ dma_file dma_file::open_impl(const std::string& path, int flags, const open_opti
     flags |= (options.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
     dma_file f;
     f.path_ = path;
+    if (options.buffered_io) {
+        const int fd = detail::uring_open(path, flags, options.mode);
+        if (fd < 0) detail::throw_file_error(-fd, "open (buffered)", path);
+        f.fd_ = fd;
+        f.buffered_ = true;
+        f.offset_align_ = f.memory_align_ = default_alignment;
+        return f;
+    }
     std::string why;  // why this file system cannot do direct I/O
     if ((flags & O_CREAT) && !options.allow_buffered_io && is_memory_fs(fs_type(path))) {
         // Refused before the open, so that no empty file is left behind.

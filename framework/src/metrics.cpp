@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 
 #include <cerrno>
+#include <stdexcept>
 #include <string_view>
+#include <utility>
 
 #include "percore/errors.hpp"
 #include "percore/fiber.hpp"
@@ -15,6 +17,50 @@
 #include "percore/timer.hpp"
 
 namespace percore {
+
+// --- app gauges ---------------------------------------------------------------------
+
+namespace {
+
+struct registered_gauge {
+    std::string name;
+    std::string help;
+    std::function<double()> read;  // empty once frozen
+    double frozen = 0;
+    std::uint64_t id = 0;  // of the live shard_gauge, 0 once frozen
+};
+
+// This shard's gauges (a shard is a thread: nothing shared).
+thread_local std::vector<registered_gauge> shard_gauges;
+thread_local std::uint64_t next_gauge_id = 1;
+
+}  // namespace
+
+shard_gauge::shard_gauge(std::string name, std::string help, std::function<double()> read)
+    : name_(std::move(name)), id_(next_gauge_id++) {
+    if (name_.empty()) throw std::invalid_argument("shard_gauge: empty name");
+    registered_gauge g{name_, std::move(help), std::move(read), 0, id_};
+    for (auto& existing : shard_gauges) {
+        if (existing.name == name_) {
+            existing = std::move(g);
+            return;
+        }
+    }
+    shard_gauges.push_back(std::move(g));
+}
+
+shard_gauge::~shard_gauge() {
+    for (auto& g : shard_gauges) {
+        if (g.id != id_) continue;
+        try {
+            g.frozen = g.read();
+        } catch (...) {
+            // Keeps the value of an earlier snapshot (0 if none).
+        }
+        g.read = nullptr;
+        g.id = 0;
+    }
+}
 
 // --- snapshots ----------------------------------------------------------------------
 
@@ -32,6 +78,8 @@ shard_snapshot snapshot_this_shard() {
         qs.stats = q->stats();
         s.queues.push_back(std::move(qs));
     }
+    for (const auto& g : shard_gauges)
+        s.gauges.push_back({g.name, g.help, g.read ? g.read() : g.frozen});
     return s;
 }
 
@@ -173,6 +221,24 @@ std::string format_prometheus(const std::vector<shard_snapshot>& shards) {
             }
         }
     }
+    // The apps' gauges: one family per name, whichever shards have it.
+    std::vector<const gauge_snapshot*> families;
+    for (const auto& s : shards) {
+        for (const auto& g : s.gauges) {
+            bool seen = false;
+            for (const auto* f : families) seen = seen || f->name == g.name;
+            if (!seen) families.push_back(&g);
+        }
+    }
+    for (const auto* f : families) {
+        out += fmt::format("# HELP {} {}\n# TYPE {} gauge\n", f->name, f->help, f->name);
+        for (const auto& s : shards) {
+            for (const auto& g : s.gauges) {
+                if (g.name == f->name)
+                    out += fmt::format("{}{{shard=\"{}\"}} {}\n", g.name, s.shard, g.value);
+            }
+        }
+    }
     const char* h = "percore_queue_delay_seconds";
     out += fmt::format(
         "# HELP {} Time from a fiber becoming ready to running (sampled).\n# TYPE {} histogram\n",
@@ -222,6 +288,15 @@ std::string format_stats_table(const std::vector<shard_snapshot>& shards) {
                 static_cast<double>(q.stats.runtime_ns) / 1e6, q.stats.tasks_run,
                 d.count() ? us(d.quantile(0.5)) : "-", d.count() ? us(d.quantile(0.99)) : "-",
                 q.stats.preemptions, q.stats.stalls);
+        }
+    }
+    bool any_gauge = false;
+    for (const auto& s : shards) any_gauge = any_gauge || !s.gauges.empty();
+    if (any_gauge) {
+        out += fmt::format("{:>5} {:<32} {:>14}\n", "shard", "gauge", "value");
+        for (const auto& s : shards) {
+            for (const auto& g : s.gauges)
+                out += fmt::format("{:>5} {:<32} {:>14}\n", s.shard, g.name, g.value);
         }
     }
     return out;

@@ -38,9 +38,11 @@ std::int64_t cpu_now_ns() noexcept {
     return ts.tv_sec * 1'000'000'000 + ts.tv_nsec;
 }
 
-void copy_name(char* to, std::size_t size, const std::string& from) noexcept {
-    std::size_t n = from.size() < size - 1 ? from.size() : size - 1;
-    std::memcpy(to, from.data(), n);
+// Async-signal-safe (no allocation): called in the handler.
+void copy_name(char* to, std::size_t size, const char* from) noexcept {
+    std::size_t n = 0;
+    while (n + 1 < size && from[n] != '\0') ++n;
+    std::memcpy(to, from, n);
     to[n] = '\0';
 }
 
@@ -144,8 +146,10 @@ void stall_detector::on_tick() noexcept {
                 stall_start_ns_ = run_start_ns_;
                 fiber_base* f = reactor_.current();
                 queue_ = f ? f->queue_ : nullptr;
-                copy_name(fiber_name_, name_size, f ? f->name() : std::string());
-                copy_name(queue_name_, name_size, queue_ ? queue_->name() : std::string());
+                // By reference, never `f ? f->name() : std::string()`: that
+                // copies the name (malloc) inside the signal handler.
+                copy_name(fiber_name_, name_size, f ? f->name().c_str() : "");
+                copy_name(queue_name_, name_size, queue_ ? queue_->name().c_str() : "");
                 pending_.store(true, std::memory_order_release);
             }
         } else if (reported_ && !emergency_written_ && ran >= 1'000'000'000 &&

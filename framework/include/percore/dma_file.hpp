@@ -38,6 +38,11 @@ struct open_options {
     // Fall back to buffered I/O where the file system cannot do direct I/O
     // (tmpfs...). Off by default: without it such an open is an error.
     bool allow_buffered_io = false;
+    // Open buffered at once, without trying O_DIRECT or asking the file
+    // system (statfs) on the calling reactor: for a caller that learned from
+    // an earlier open in the same directory that direct I/O is not possible
+    // there (e.g. a log's later files).
+    bool buffered_io = false;
     // Mode of a created file (before umask).
     unsigned mode = 0644;
 };

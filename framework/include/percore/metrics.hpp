@@ -22,11 +22,38 @@ struct queue_snapshot {
     task_queue_stats stats;
 };
 
+// One app-defined number of a shard (see shard_gauge).
+struct gauge_snapshot {
+    std::string name;
+    std::string help;
+    double value = 0;
+};
+
 // One shard's numbers, copied on that shard.
 struct shard_snapshot {
     unsigned shard = 0;
     shard_stats stats;
     std::vector<queue_snapshot> queues;  // the default queue first
+    std::vector<gauge_snapshot> gauges;  // the app's, in registration order
+};
+
+// An app's own number on the calling shard, exported beside the framework's
+// in the metrics (a Prometheus gauge with a `shard` label) and the --stats
+// table. `read` runs on that shard at each snapshot. When the gauge is
+// destroyed its last value stays (frozen), so that --stats, printed after the
+// app's services stopped, still shows e.g. that a log failed. Registering a
+// name again on the same shard replaces the old one. Build and destroy on one
+// shard; `name` should be a valid Prometheus metric name.
+class shard_gauge {
+  public:
+    shard_gauge(std::string name, std::string help, std::function<double()> read);
+    ~shard_gauge();
+    shard_gauge(const shard_gauge&) = delete;
+    shard_gauge& operator=(const shard_gauge&) = delete;
+
+  private:
+    std::string name_;
+    std::uint64_t id_;
 };
 
 // The calling shard's numbers.
