@@ -155,8 +155,8 @@ BENCHMARK(fcontext_jump_pair);
 static void minimal_yield(benchmark::State& state) {
     auto stack = std::make_unique<char[]>(bare::stack_size);
     bare::pair_scheduler s;
-    s.slots[1] = bare::make_fcontext(stack.get() + bare::stack_size, bare::stack_size,
-                                     &bare::partner_entry);
+    s.slots[1] =
+        bare::make_fcontext(stack.get() + bare::stack_size, bare::stack_size, &bare::partner_entry);
     s.running = 1;
     bare::transfer_t t = bare::jump_fcontext(s.slots[1], &s);  // starts the partner
     *static_cast<bare::fcontext_t*>(t.data) = t.fctx;
