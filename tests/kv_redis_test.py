@@ -188,7 +188,7 @@ class KvRedisTest(unittest.TestCase):
 
     def test_clients_move_to_the_shard_of_their_key(self):
         # Each client works on one key: those that landed on the other shard
-        # move to the key's shard after 64 requests (INFO counts them), keep
+        # move to the key's shard after 16 requests (INFO counts them), keep
         # their id and name, and lose or repeat no request across the move.
         def moved():
             return self.r.info("stats")["percore_clients_moved"]
