@@ -405,3 +405,64 @@ TEST_CASE("kv store: prefetching a batch changes no lookup's answer", "[kv]") {
         }
     }
 }
+
+TEST_CASE("kv store: the table grows incrementally, and every key stays found", "[kv]") {
+    store s;
+    auto key = [](int i) { return "grow" + std::to_string(i); };
+    auto table_bytes = [&] {
+        std::size_t items = 0;
+        for (int i = 0; i < static_cast<int>(s.size()); ++i)
+            items += store::footprint(key(i).size(), key(i).size());
+        return s.memory_used() - items;
+    };
+    // Fill the table to its load limit: 1024 buckets hold 1024 items.
+    int n = 0;
+    while (n < 1024) {
+        REQUIRE(s.set(key(n), key(n)) == store_result::stored);
+        ++n;
+    }
+    REQUIRE(table_bytes() == 1024 * sizeof(void*));
+    // One more starts the growth: both tables exist, and that write moved
+    // only a few old buckets, not all of them.
+    REQUIRE(s.set(key(n), key(n)) == store_result::stored);
+    ++n;
+    CHECK(table_bytes() == (1024 + 2048) * sizeof(void*));
+    // Mid-growth every key is found, and a full scan (in small steps, as
+    // SCAN does) sees each of them.
+    for (int i = 0; i < 200; ++i, ++n) REQUIRE(s.set(key(n), key(n)) == store_result::stored);
+    CHECK(table_bytes() == (1024 + 2048) * sizeof(void*));
+    for (int i = 0; i < n; ++i) REQUIRE(value_of(s, key(i)) == key(i));
+    std::set<std::string> seen;
+    std::size_t cursor = 0;
+    do {
+        cursor = s.scan(cursor, 10, [&](const item_view& v) { seen.emplace(v.key); });
+    } while (cursor != 0);
+    CHECK(seen.size() == static_cast<std::size_t>(n));
+    // Writes move two old buckets each: the old table is gone well before
+    // the new one fills, and nothing was lost.
+    for (int i = 0; i < 600; ++i, ++n) REQUIRE(s.set(key(n), key(n)) == store_result::stored);
+    CHECK(table_bytes() == 2048 * sizeof(void*));
+    for (int i = 0; i < n; ++i) REQUIRE(value_of(s, key(i)) == key(i));
+    // Removing while growing, and a flush mid-growth, leave a consistent table.
+    while (n < 2049) {
+        REQUIRE(s.set(key(n), key(n)) == store_result::stored);
+        ++n;
+    }
+    CHECK(table_bytes() == (2048 + 4096) * sizeof(void*));
+    for (int i = 0; i < n; i += 3) REQUIRE(s.remove(key(i)) == store_result::deleted);
+    for (int i = 0; i < n; ++i) REQUIRE(value_of(s, key(i)) == (i % 3 == 0 ? "<missing>" : key(i)));
+    s.flush();
+    CHECK(s.size() == 0);
+    REQUIRE(s.set("after", "flush") == store_result::stored);
+    CHECK(value_of(s, "after") == "flush");
+}
+
+TEST_CASE("kv store: an idle growing table finishes on the expiry tick", "[kv]") {
+    store s;
+    for (int i = 0; i <= 4096; ++i)
+        REQUIRE(s.set("k" + std::to_string(i), "v") == store_result::stored);
+    const std::size_t growing = s.memory_used();
+    s.expire_some();  // no writes: the tick moves the rest (a millisecond is plenty here)
+    CHECK(s.memory_used() == growing - 4096 * sizeof(void*));
+    for (int i = 0; i <= 4096; ++i) REQUIRE(value_of(s, "k" + std::to_string(i)) == "v");
+}

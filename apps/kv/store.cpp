@@ -178,7 +178,7 @@ item_view store::view(const item* it) const noexcept {
 }
 
 store::item* store::find(std::string_view key, std::uint64_t hash) noexcept {
-    for (item* it = buckets_[hash & (buckets_.size() - 1)]; it; it = it->hash_next) {
+    for (item* it = *bucket_of(hash); it; it = it->hash_next) {
         if (it->hash == hash && it->key() == key) return it;
     }
     return nullptr;
@@ -187,21 +187,20 @@ store::item* store::find(std::string_view key, std::uint64_t hash) noexcept {
 void store::prefetch(std::span<const std::uint64_t> hashes) const noexcept {
     if (hashes.size() < 2) return;  // one lookup has nothing to overlap with
     hashes = hashes.first(std::min(hashes.size(), max_prefetch));
-    const std::size_t mask = buckets_.size() - 1;
     // Three passes, each issuing the batch's next misses together: the
     // buckets, then the first item of each chain, then what the lookup and
     // its reply read next. By the time a pass reads a line, the previous
     // pass has had the whole batch's worth of time to bring it.
-    for (std::uint64_t hash : hashes) __builtin_prefetch(&buckets_[hash & mask]);
+    for (std::uint64_t hash : hashes) __builtin_prefetch(bucket_of(hash));
     for (std::uint64_t hash : hashes) {
-        if (const item* it = buckets_[hash & mask]) {
+        if (const item* it = *bucket_of(hash)) {
             // The header and the key may straddle two lines.
             __builtin_prefetch(it);
             __builtin_prefetch(reinterpret_cast<const char*>(it) + 64);
         }
     }
     for (std::uint64_t hash : hashes) {
-        const item* it = buckets_[hash & mask];
+        const item* it = *bucket_of(hash);
         if (!it) continue;
         if (it->hash == hash) {
             // The key's item: the rest of its value, which the reply copies
@@ -245,10 +244,14 @@ store::item* store::allocate(std::string_view key, std::uint64_t hash, std::size
 
 void store::link(item* it) {
     change_scope change(*this);
-    if (count_ + 1 > buckets_.size()) grow_table();
-    auto& head = buckets_[it->hash & (buckets_.size() - 1)];
-    it->hash_next = head;
-    head = it;
+    if (rehashing()) rehash_step(rehash_steps_per_write);
+    if (count_ + 1 > buckets_.size()) {
+        if (rehashing()) rehash_for(duration::zero());  // a burst outran the steps
+        start_growth();
+    }
+    item** head = bucket_of(it->hash);
+    it->hash_next = *head;
+    *head = it;
     lru_.push_front(it);
     ++count_;
     items_bytes_ += footprint(it->key_size, it->value_size);
@@ -258,7 +261,7 @@ void store::link(item* it) {
 
 void store::unlink_and_free(item* it) noexcept {
     change_scope change(*this);
-    item** slot = &buckets_[it->hash & (buckets_.size() - 1)];
+    item** slot = bucket_of(it->hash);
     while (*slot != it) slot = &(*slot)->hash_next;
     *slot = it->hash_next;
     lru_.remove(it);
@@ -267,23 +270,6 @@ void store::unlink_and_free(item* it) noexcept {
     items_bytes_ -= footprint(it->key_size, it->value_size);
     payload_bytes_ -= std::size_t{it->key_size} + it->value_size;
     retire(it, &std::free);
-}
-
-void store::grow_table() {
-    change_scope change(*this);
-    // A full rehash; chains stay short at load factor <= 1.
-    std::vector<item*> bigger(buckets_.size() * 2, nullptr);
-    const std::size_t mask = bigger.size() - 1;
-    for (item* head : buckets_) {
-        while (head) {
-            item* next = head->hash_next;
-            auto& slot = bigger[head->hash & mask];
-            head->hash_next = slot;
-            slot = head;
-            head = next;
-        }
-    }
-    replace_buckets(std::move(bigger));
 }
 
 // --- lookups -----------------------------------------------------------------
@@ -541,7 +527,7 @@ void store::flush() {
     ++stats_.cmd_flush;
     if (observer_) observer_->on_flush();
     if (readers_) limbo_.reserve(limbo_.size() + count_);  // retire() must not throw
-    replace_buckets(std::vector<item*>(initial_buckets, nullptr));
+    reset_tables(initial_buckets);
     for (item* it = lru_.head(); it;) {
         item* next = it->lru_next;
         retire(it, &std::free);

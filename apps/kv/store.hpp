@@ -32,6 +32,13 @@
 // an item is linked, so a reader's copy stays inside its allocation even
 // when it races with a write, whose bytes the version check then discards.
 //
+// Growth: the table doubles when it holds as many items as buckets, and the
+// items move to the new buckets a few at a time (incrementally, as Redis
+// does): two old buckets per write, and up to a millisecond on each active
+// expiry tick, so no single request pays for moving millions of items. While
+// both tables exist, a key is in the old one if its old bucket has not moved
+// yet (rehash_index_), else in the new one.
+//
 // Memory: every item is one allocation (header + key + value); its footprint
 // plus the hash table is charged against store_config::max_memory. When a set
 // does not fit, the least recently used items are evicted (CLOCK's
@@ -351,9 +358,39 @@ class store {
     void retire(void* p, void (*release)(void*)) noexcept;
     // Frees what was retired before every reader was seen outside a read.
     void reclaim() noexcept;
-    // Makes `fresh` the bucket array; with shared reads, publishes it and
-    // retires the old array and view instead of freeing them.
-    void replace_buckets(std::vector<item*> fresh);
+    // The table growth (store_table.cpp; see "Growth" above).
+    bool rehashing() const noexcept { return !old_buckets_.empty(); }
+    // The bucket that holds, or would hold, an item with this hash.
+    item** bucket_of(std::uint64_t hash) noexcept;
+    item* const* bucket_of(std::uint64_t hash) const noexcept;
+    // Doubles the table; the items move over in rehash_step()s.
+    void start_growth();
+    // Moves up to `buckets` non-empty old buckets (visiting at most ten
+    // times as many empty ones); ends the growth when none is left.
+    void rehash_step(std::size_t buckets);
+    // Moves old buckets for up to `budget`; all of them if budget is zero.
+    void rehash_for(duration budget);
+    // Empties both tables, leaving a new one of `size` buckets (flush()).
+    void reset_tables(std::size_t size);
+    // Replacing the tables under shared readers: what may throw is
+    // allocated first (prepare_publish), before the tables change; then
+    // publish_tables() installs a view of them (retiring the previous one)
+    // and retires the arrays no longer in use, without failing.
+    struct table_view {  // what a shared reader walks
+        item* const* slots;
+        std::size_t mask;
+        item* const* old_slots;  // while growing, else nullptr
+        std::size_t old_mask;
+    };
+    struct table_swap {
+        std::unique_ptr<table_view> view;
+        std::unique_ptr<std::array<std::vector<item*>, 2>> outgrown;
+    };
+    table_swap prepare_publish();
+    void publish_tables(table_swap swap, std::vector<item*> outgrown,
+                        std::vector<item*> outgrown_too = {}) noexcept;
+    void end_growth();
+    static constexpr std::size_t rehash_steps_per_write = 2;
     static constexpr std::size_t reclaim_batch = 64;
 
     incr_result add_to_number(std::string_view key, std::uint64_t delta, bool increment);
@@ -367,14 +404,18 @@ class store {
     void replace_item(item* old_item, item* new_item) noexcept;
     void set_expiry(item* it, time_point expiry);
     void lru_bump(item* it) noexcept;
-    void grow_table();
-    std::size_t table_bytes() const noexcept { return buckets_.size() * sizeof(item*); }
+    std::size_t table_bytes() const noexcept {
+        return (buckets_.size() + old_buckets_.size()) * sizeof(item*);
+    }
     item_view view(const item* it) const noexcept;
     std::uint64_t next_cas() noexcept { return ++cas_counter_; }
 
     store_config config_;
     store_observer* observer_ = nullptr;  // the shard's log with --data-dir
     std::vector<item*> buckets_;          // chained hash table, power-of-two size
+    std::vector<item*> old_buckets_;      // while growing: the table being emptied
+    // Old buckets below this index have moved (atomic: shared readers read it).
+    std::atomic<std::size_t> rehash_index_{0};
     std::size_t count_ = 0;
     std::size_t items_bytes_ = 0;
     std::size_t payload_bytes_ = 0;     // sum of key_size + value_size of linked items
@@ -387,10 +428,6 @@ class store {
 
     // Shared reads (see the top). The owner's side: the table as readers
     // see it, its change counter, and what waits for the readers to move on.
-    struct table_view {
-        item* const* slots;
-        std::size_t mask;
-    };
     struct retired {
         void* ptr;
         void (*release)(void*);
@@ -456,7 +493,12 @@ store::shared_read store::read_shared(std::string_view key, std::uint64_t hash, 
         return version_.load(std::memory_order_relaxed) == before;
     };
     const table_view* table = view_.load(std::memory_order_acquire);
-    const item* it = __atomic_load_n(&table->slots[hash & table->mask], __ATOMIC_RELAXED);
+    item* const* slot = &table->slots[hash & table->mask];
+    if (table->old_slots &&
+        (hash & table->old_mask) >= rehash_index_.load(std::memory_order_relaxed)) {
+        slot = &table->old_slots[hash & table->old_mask];
+    }
+    const item* it = __atomic_load_n(slot, __ATOMIC_RELAXED);
     // A chain torn by a racing write ends (items are never freed under a
     // reader) but may be long: give up early and retry.
     for (unsigned steps = 0; it; ++steps) {
@@ -480,15 +522,32 @@ store::shared_read store::read_shared(std::string_view key, std::uint64_t hash, 
 template <typename F>
 std::size_t store::scan(std::size_t cursor, std::size_t count, F&& fn) {
     if (buckets_.empty()) return 0;
-    const std::size_t mask = buckets_.size() - 1;
     const time_point now = config_.now();
     std::size_t seen = 0;
-    do {
-        for (const item* it = buckets_[cursor & mask]; it; it = it->hash_next) {
+    auto visit = [&](const item* it) {
+        for (; it; it = it->hash_next) {
             if (it->expiry <= now) continue;
             fn(view(it));
             ++seen;
         }
+    };
+    if (!rehashing()) {
+        const std::size_t mask = buckets_.size() - 1;
+        do {
+            visit(buckets_[cursor & mask]);
+            cursor = detail::scan_next_cursor(cursor, mask);
+        } while (cursor != 0 && seen < count);
+        return cursor;
+    }
+    // Growing: step the cursor over the old (half-size) table; old bucket b
+    // holds what has not moved yet, and new buckets b and b + old size what
+    // has (Redis's dictScan over two tables).
+    const std::size_t mask = old_buckets_.size() - 1;
+    do {
+        const std::size_t b = cursor & mask;
+        visit(old_buckets_[b]);
+        visit(buckets_[b]);
+        visit(buckets_[b | old_buckets_.size()]);
         cursor = detail::scan_next_cursor(cursor, mask);
     } while (cursor != 0 && seen < count);
     return cursor;

@@ -51,6 +51,9 @@ void store::stop_active_expiry() noexcept {
 std::size_t store::expire_some() {
     change_scope change(*this);
     reclaim();  // the timer also frees what writes retired before going quiet
+    // And moves the growing table on when writes, which move it, are rare
+    // (Redis gives its incremental rehash a millisecond per cron tick too).
+    if (rehashing()) rehash_for(std::chrono::milliseconds(1));
     const time_point start = clock::now();
     const time_point now = config_.now();
     std::size_t removed = 0;

@@ -20,31 +20,11 @@ namespace percore::kv {
 
 void store::enable_shared_reads(unsigned shard_count) {
     if (readers_) return;
-    auto* view = new table_view{buckets_.data(), buckets_.size() - 1};
     readers_ = std::make_unique<reader_slot[]>(shard_count);
     reader_count_ = shard_count;
     grace_seen_.assign(shard_count, 0);
     limbo_.reserve(4 * reclaim_batch);
-    view_.store(view, std::memory_order_release);
-}
-
-void store::replace_buckets(std::vector<item*> fresh) {
-    if (!readers_) {
-        buckets_.swap(fresh);  // the old array goes with `fresh`
-        return;
-    }
-    // Everything that can throw before the swap: past it, nothing may.
-    auto old_slots = std::make_unique<std::vector<item*>>();
-    auto view = std::make_unique<table_view>();
-    limbo_.reserve(limbo_.size() + 2);
-    buckets_.swap(fresh);
-    *old_slots = std::move(fresh);
-    *view = table_view{buckets_.data(), buckets_.size() - 1};
-    const table_view* previous = view_.exchange(view.release(), std::memory_order_release);
-    retire(old_slots.release(), [](void* p) { delete static_cast<std::vector<item*>*>(p); });
-    if (previous)
-        retire(const_cast<table_view*>(previous),
-               [](void* p) { delete static_cast<table_view*>(p); });
+    publish_tables(prepare_publish(), {});
 }
 
 void store::retire(void* p, void (*release)(void*)) noexcept {
