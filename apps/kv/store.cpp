@@ -142,7 +142,7 @@ std::size_t detail::scan_next_cursor(std::size_t cursor, std::size_t mask) noexc
     return reverse_bits(cursor);
 }
 
-store::store(const store_config& config) : config_(config), buckets_(initial_buckets, nullptr) {
+store::store(const store_config& config) : config_(config), buckets_(initial_buckets) {
     expiry_timer_.set_callback([this] { expire_some(); });
     flush_timer_.set_callback([this] { flush(); });
 }

@@ -22,7 +22,7 @@ store::item* const* store::bucket_of(std::uint64_t hash) const noexcept {
 
 void store::start_growth() {
     change_scope change(*this);
-    std::vector<item*> bigger(buckets_.size() * 2, nullptr);
+    detail::zeroed_array<item*> bigger(buckets_.size() * 2);
     table_swap swap = prepare_publish();
     old_buckets_.swap(buckets_);  // old_buckets_ was empty: not growing
     buckets_.swap(bigger);
@@ -60,7 +60,7 @@ void store::end_growth() {
     // If this throws, every old bucket has moved and bucket_of() already
     // answers from the new table alone: the next step tries again.
     table_swap swap = prepare_publish();
-    std::vector<item*> emptied;
+    detail::zeroed_array<item*> emptied;
     emptied.swap(old_buckets_);
     publish_tables(std::move(swap), std::move(emptied));
 }
@@ -75,9 +75,9 @@ void store::rehash_for(duration budget) {
 
 void store::reset_tables(std::size_t size) {
     change_scope change(*this);
-    std::vector<item*> fresh(size, nullptr);
+    detail::zeroed_array<item*> fresh(size);
     table_swap swap = prepare_publish();
-    std::vector<item*> emptied;
+    detail::zeroed_array<item*> emptied;
     emptied.swap(old_buckets_);
     buckets_.swap(fresh);
     rehash_index_.store(0, std::memory_order_relaxed);
@@ -88,13 +88,13 @@ store::table_swap store::prepare_publish() {
     table_swap swap;
     if (!readers_) return swap;
     swap.view = std::make_unique<table_view>();
-    swap.outgrown = std::make_unique<std::array<std::vector<item*>, 2>>();
+    swap.outgrown = std::make_unique<std::array<detail::zeroed_array<item*>, 2>>();
     limbo_.reserve(limbo_.size() + 2);
     return swap;
 }
 
-void store::publish_tables(table_swap swap, std::vector<item*> outgrown,
-                           std::vector<item*> outgrown_too) noexcept {
+void store::publish_tables(table_swap swap, detail::zeroed_array<item*> outgrown,
+                           detail::zeroed_array<item*> outgrown_too) noexcept {
     if (!swap.view) return;  // no shared readers: the arrays go with this call
     *swap.view = table_view{buckets_.data(), buckets_.size() - 1,
                             rehashing() ? old_buckets_.data() : nullptr,
@@ -103,7 +103,7 @@ void store::publish_tables(table_swap swap, std::vector<item*> outgrown,
     (*swap.outgrown)[1] = std::move(outgrown_too);
     const table_view* previous = view_.exchange(swap.view.release(), std::memory_order_release);
     retire(swap.outgrown.release(),
-           [](void* p) { delete static_cast<std::array<std::vector<item*>, 2>*>(p); });
+           [](void* p) { delete static_cast<std::array<detail::zeroed_array<item*>, 2>*>(p); });
     if (previous)
         retire(const_cast<table_view*>(previous),
                [](void* p) { delete static_cast<table_view*>(p); });
