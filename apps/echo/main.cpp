@@ -1,9 +1,9 @@
 // echo: a TCP echo server on every shard. Each shard listens on the same
 // port (SO_REUSEPORT) and serves its connections in one fiber each. The
 // smallest real server: the yardstick against plain epoll and liburing loops.
+#include <algorithm>
 #include <memory>
 #include <string>
-#include <unordered_set>
 
 #include "percore/app.hpp"
 #include "percore/errors.hpp"
@@ -11,7 +11,7 @@
 #include "percore/log.hpp"
 #include "percore/net.hpp"
 #include "percore/smp.hpp"
-#include "percore/sync.hpp"
+#include "percore/tcp_server.hpp"
 
 namespace po = boost::program_options;
 using namespace percore;
@@ -20,22 +20,10 @@ namespace {
 
 constexpr std::size_t buffer_size = 16 * 1024;
 
-// One shard's server: its listener, its connections (to shut them down) and
-// a gate that stop() waits on until every connection fiber is gone.
-struct shard_server {
-    listener socket;
-    gate fibers;
-    std::unordered_set<connection*> connections;
-};
+// Each shard's server (the framework's tcp_server: cap, back-off, stop).
+thread_local std::unique_ptr<tcp_server> server;
 
-thread_local std::unique_ptr<shard_server> server;
-
-void serve(connection conn) {
-    server->connections.insert(&conn);
-    struct unregister {
-        connection* c;
-        ~unregister() { server->connections.erase(c); }
-    } guard{&conn};
+void serve(connection& conn) {
     std::unique_ptr<char[]> buffer(new char[buffer_size]);
     for (;;) {
         std::size_t n = conn.read(std::span<char>(buffer.get(), buffer_size));
@@ -44,47 +32,18 @@ void serve(connection conn) {
     }
 }
 
-void accept_loop() {
-    for (;;) {
-        connection conn;
-        try {
-            conn = server->socket.accept();
-        } catch (const io_error& e) {
-            if (!server->socket.is_open()) return;  // stop() closed it
-            logger().warn("accept failed: {}", e.what());
-            continue;
-        }
-        gate::holder hold(server->fibers);
-        spawn({.name = "echo connection"}, [c = std::move(conn), h = std::move(hold)]() mutable {
-            try {
-                serve(std::move(c));
-            } catch (const std::exception& e) {
-                // A reset peer or a stop: this connection is over, the server is not.
-                logger().debug("connection ended: {}", e.what());
-            }
-        });
-    }
-}
-
-void start(const socket_address& address) {
-    server = std::make_unique<shard_server>();
-    server->socket = listen(address);
-    gate::holder hold(server->fibers);
-    spawn({.name = "echo accept"}, [h = std::move(hold)] { accept_loop(); });
-    logger().info("listening on {}", server->socket.local_address().to_string());
+void start(const socket_address& address, std::size_t max_connections) {
+    tcp_server_options options;
+    options.name = "echo";
+    // --max-connections over the process: each shard takes its share.
+    options.max_connections = std::max<std::size_t>(1, max_connections / shard_count());
+    server = std::make_unique<tcp_server>(&serve, options);
+    logger().info("listening on {}", server->listen(address).to_string());
 }
 
 void stop() {
     if (!server) return;
-    server->socket.close();
-    for (connection* c : server->connections) {
-        try {
-            c->shutdown(SHUT_RDWR);  // its fiber sees EOF (or EPIPE) and ends
-        } catch (const io_error& e) {
-            logger().debug("shutting a connection down: {}", e.what());
-        }
-    }
-    server->fibers.close();
+    server->stop();
     server.reset();
 }
 
@@ -105,6 +64,9 @@ int main(int argc, char** argv) {
                        "IP address to listen on")("port",
                                                   po::value<std::uint16_t>()->default_value(7000),
                                                   "TCP port (every shard listens on it)")(
+        "max-connections", po::value<std::size_t>()->default_value(10000),
+        "open connections over all shards (each shard takes an equal share); past it new ones "
+        "are closed")(
         "net-recv", po::value<std::string>()->default_value("readiness"),
         "recv policy: readiness (a multishot poll stays armed; recv when it fires), ring, "
         "after-full (ring, but try recv first when the last read filled the buffer) or always")(
@@ -120,8 +82,10 @@ int main(int argc, char** argv) {
         tuning.send_first = opts["net-send-first"].as<bool>();
         tuning.poll_first = opts["net-poll-first"].as<bool>();
         socket_address address = socket_address::inet(host, port);
+        const auto max_connections = opts["max-connections"].as<std::size_t>();
+        if (max_connections == 0) throw config_error("--max-connections must be at least 1");
         try {
-            invoke_on_all([address] { start(address); });
+            invoke_on_all([address, max_connections] { start(address, max_connections); });
         } catch (const io_error& e) {
             throw config_error(e.what());  // e.g. the port is taken: one clear line, exit 2
         }

@@ -10,12 +10,12 @@
 // over TCP, one line per request and per reply:
 //   INCR name  -> the counter's new value (incremented on its owner shard)
 //   TOTAL      -> the sum of all counters on all shards
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
-#include <unordered_set>
 
 #include "percore/app.hpp"
 #include "percore/errors.hpp"
@@ -24,7 +24,7 @@
 #include "percore/net.hpp"
 #include "percore/sharded.hpp"
 #include "percore/stream.hpp"
-#include "percore/sync.hpp"
+#include "percore/tcp_server.hpp"
 
 namespace po = boost::program_options;
 using namespace percore;
@@ -37,31 +37,25 @@ constexpr std::size_t max_line = 4096;  // longer requests end the connection
 // Deriving from service<> gives container(): the way to reach the peers.
 class skeleton_service : public service<skeleton_service> {
   public:
-    explicit skeleton_service(socket_address address) : address_(std::move(address)) {}
+    skeleton_service(socket_address address, std::size_t max_connections)
+        : address_(std::move(address)),
+          // The framework's TCP server runs serve() in a fiber per connection,
+          // caps the open connections (this shard's share of the total) and
+          // backs off when descriptors run out.
+          server_([this](connection& conn) { serve(conn); },
+                  {.name = "skeleton",
+                   .max_connections = std::max<std::size_t>(1, max_connections / shard_count()),
+                   .refusal = "ERROR too many connections\n"}) {}
 
     // Called on every shard once all instances exist: every shard listens on
     // the same port (SO_REUSEPORT) and the kernel spreads the connections.
-    void start() {
-        listener_ = listen(address_);
-        gate::holder hold(fibers_);
-        spawn({.name = "skeleton accept"}, [this, h = std::move(hold)] { accept_loop(); });
-    }
+    void start() { bound_ = server_.listen(address_); }
 
     // Called on every shard before any instance is destroyed: stop accepting,
-    // end the open connections, wait until their fibers are gone.
-    void stop() {
-        listener_.close();
-        for (connection* c : connections_) {
-            try {
-                c->shutdown(SHUT_RDWR);  // its fiber's read sees EOF and the fiber ends
-            } catch (const io_error& e) {
-                logger().debug("connection already gone: {}", e.what());
-            }
-        }
-        fibers_.close();
-    }
+    // let the open connections finish (their reads see EOF), wait for them.
+    void stop() { server_.stop(); }
 
-    socket_address address() const { return listener_.local_address(); }
+    socket_address address() const { return bound_; }
 
     // This shard's part of the state. Only ever touched on this shard, so no locks.
     std::uint64_t incr(const std::string& name) { return ++counters_[name]; }
@@ -72,37 +66,17 @@ class skeleton_service : public service<skeleton_service> {
     }
 
   private:
-    void accept_loop() {
-        while (listener_.is_open()) {
-            try {
-                connection conn = listener_.accept();
-                gate::holder hold(fibers_);  // stop() waits for this fiber
-                spawn({.name = "skeleton connection"},
-                      [this, c = std::move(conn), h = std::move(hold)]() mutable { serve(c); });
-            } catch (const shutdown_error&) {
-                return;  // the shard is stopping
-            } catch (const std::exception& e) {
-                if (listener_.is_open()) logger().warn("accept failed: {}", e.what());
-            }
-        }
-    }
-
     // One fiber per connection: read a line, answer it, repeat until EOF.
+    // An exception (a reset peer, too long a line...) ends this connection only.
     void serve(connection& conn) {
-        connections_.insert(&conn);
-        try {
-            input_stream in(conn);
-            output_stream out(conn);
-            for (;;) {
-                std::string_view line = in.read_until("\n", max_line);
-                if (line.empty()) break;  // EOF
-                out.write(handle(line) + "\n");
-                if (in.buffered().empty()) out.flush();  // pipelined requests: one send
-            }
-        } catch (const std::exception& e) {
-            logger().debug("connection ended: {}", e.what());  // reset peer, too long a line...
+        input_stream in(conn);
+        output_stream out(conn);
+        for (;;) {
+            std::string_view line = in.read_until("\n", max_line);
+            if (line.empty()) break;  // EOF
+            out.write(handle(line) + "\n");
+            if (in.buffered().empty()) out.flush();  // pipelined requests: one send
         }
-        connections_.erase(&conn);
     }
 
     // Answers one request line (with or without its "\r\n").
@@ -125,9 +99,8 @@ class skeleton_service : public service<skeleton_service> {
     }
 
     socket_address address_;
-    listener listener_;
-    gate fibers_;  // the accept loop and the connection fibers
-    std::unordered_set<connection*> connections_;
+    socket_address bound_;
+    tcp_server server_;
     std::unordered_map<std::string, std::uint64_t> counters_;
 };
 
@@ -140,16 +113,21 @@ int main(int argc, char** argv) {
     // clang-format off
     shell.add_options()
         ("address", po::value<std::string>()->default_value("127.0.0.1"), "IP address to listen on")
-        ("port", po::value<std::uint16_t>()->default_value(7100), "TCP port (every shard listens on it)");
+        ("port", po::value<std::uint16_t>()->default_value(7100), "TCP port (every shard listens on it)")
+        ("max-connections", po::value<std::size_t>()->default_value(10000),
+         "open connections over all shards (each takes an equal share)");
     // clang-format on
     return shell.run(argc, argv, [&] {
         auto port = shell.options()["port"].as<std::uint16_t>();
         if (port == 0) throw config_error("--port 0: every shard must listen on one known port");
         auto address = socket_address::inet(shell.options()["address"].as<std::string>(), port);
+        const auto max_connections = shell.options()["max-connections"].as<std::size_t>();
+        if (max_connections == 0) throw config_error("--max-connections must be at least 1");
 
         sharded<skeleton_service> service;
         try {
-            service.start(address);  // one skeleton_service per shard, then their start()
+            // One skeleton_service per shard, then their start().
+            service.start(address, max_connections);
         } catch (const io_error& e) {
             throw config_error(e.what());  // e.g. the port is taken: one clear line, exit 2
         }
