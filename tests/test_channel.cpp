@@ -10,6 +10,7 @@
 
 #include "percore/channel.hpp"
 #include "percore/fiber.hpp"
+#include "percore/reactor.hpp"
 #include "percore/smp.hpp"
 #include "percore/timer.hpp"
 #include "shards.hpp"
@@ -74,8 +75,10 @@ TEST_CASE("shared channel: the receiver sees the end when the sender closes whil
         tx.send(1);
         tx.send(2);
         // The receiver drains these and waits on an empty channel; its shard
-        // goes to sleep meanwhile.
-        sleep_for(20ms);
+        // goes to sleep meanwhile: close only once it does.
+        const time_point give_up = clock::now() + hang_guard;
+        while (!reactor::of_shard(1).sleeping() && clock::now() < give_up) yield();
+        REQUIRE(reactor::of_shard(1).sleeping());
         tx.close();
         REQUIRE(receiver.get(clock::now() + hang_guard) == std::vector<int>{1, 2});
         REQUIRE_THROWS_AS(tx.send(3), std::logic_error);

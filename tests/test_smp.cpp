@@ -252,7 +252,9 @@ TEST_CASE("a shard asleep in io_uring is woken by a submit_to") {
         };
         auto before = stats_of_one();
         // Shard 1 has nothing to do meanwhile: it goes to sleep in its ring.
-        sleep_for(50ms);
+        const time_point give_up = clock::now() + hang_guard;
+        while (!reactor::of_shard(1).sleeping() && clock::now() < give_up) yield();
+        REQUIRE(reactor::of_shard(1).sleeping());
         auto after = stats_of_one();
         REQUIRE(after.first > before.first);
         REQUIRE(after.second > before.second);
