@@ -426,6 +426,7 @@ TEST_CASE("kv store: the table grows incrementally, and every key stays found", 
     // only a few old buckets, not all of them.
     REQUIRE(s.set(key(n), key(n)) == store_result::stored);
     ++n;
+    CHECK(s.growing());
     CHECK(table_bytes() == (1024 + 2048) * sizeof(void*));
     // Mid-growth every key is found, and a full scan (in small steps, as
     // SCAN does) sees each of them.
@@ -441,6 +442,7 @@ TEST_CASE("kv store: the table grows incrementally, and every key stays found", 
     // Writes move two old buckets each: the old table is gone well before
     // the new one fills, and nothing was lost.
     for (int i = 0; i < 600; ++i, ++n) REQUIRE(s.set(key(n), key(n)) == store_result::stored);
+    CHECK_FALSE(s.growing());
     CHECK(table_bytes() == 2048 * sizeof(void*));
     for (int i = 0; i < n; ++i) REQUIRE(value_of(s, key(i)) == key(i));
     // Removing while growing, and a flush mid-growth, leave a consistent table.

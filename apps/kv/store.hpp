@@ -349,6 +349,12 @@ class store {
     // the time budget lasts. Returns how many keys it removed.
     std::size_t expire_some();
 
+    // Whether the table is growing (items still moving to the doubled one;
+    // see "Growth"), and moving the rest now (benchmarks and tests that
+    // measure a settled table; a server leaves it to writes and the tick).
+    bool growing() const noexcept { return rehashing(); }
+    void finish_growth() { rehash_for(duration::zero()); }
+
     // Live items (expired-but-not-yet-removed ones included).
     std::size_t size() const noexcept { return count_; }
     // Bytes charged against max_memory (items + hash table).
@@ -400,9 +406,18 @@ class store {
     void reclaim() noexcept;
     // The table growth (store_table.cpp; see "Growth" above).
     bool rehashing() const noexcept { return !old_buckets_.empty(); }
-    // The bucket that holds, or would hold, an item with this hash.
-    item** bucket_of(std::uint64_t hash) noexcept;
-    item* const* bucket_of(std::uint64_t hash) const noexcept;
+    // The bucket that holds, or would hold, an item with this hash (inline:
+    // every lookup starts here).
+    item** bucket_of(std::uint64_t hash) noexcept {
+        if (!old_buckets_.empty()) [[unlikely]] {
+            const std::size_t old = hash & (old_buckets_.size() - 1);
+            if (old >= rehash_index_.load(std::memory_order_relaxed)) return &old_buckets_[old];
+        }
+        return &buckets_[hash & (buckets_.size() - 1)];
+    }
+    item* const* bucket_of(std::uint64_t hash) const noexcept {
+        return const_cast<store*>(this)->bucket_of(hash);
+    }
     // Doubles the table; the items move over in rehash_step()s.
     void start_growth();
     // Moves up to `buckets` non-empty old buckets (visiting at most ten

@@ -8,18 +8,6 @@
 
 namespace percore::kv {
 
-store::item** store::bucket_of(std::uint64_t hash) noexcept {
-    if (rehashing()) {
-        const std::size_t old = hash & (old_buckets_.size() - 1);
-        if (old >= rehash_index_.load(std::memory_order_relaxed)) return &old_buckets_[old];
-    }
-    return &buckets_[hash & (buckets_.size() - 1)];
-}
-
-store::item* const* store::bucket_of(std::uint64_t hash) const noexcept {
-    return const_cast<store*>(this)->bucket_of(hash);
-}
-
 void store::start_growth() {
     change_scope change(*this);
     detail::zeroed_array<item*> bigger(buckets_.size() * 2);
