@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "fuzz_support.hpp"
-#include "log_format.hpp"
+#include "log/log_format.hpp"
 
 using namespace percore::kv;
 using percore::fuzz::within;

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "fuzz_support.hpp"
-#include "memcache_parser.hpp"
+#include "memcache/memcache_parser.hpp"
 
 using namespace percore::kv::memcache;
 using percore::fuzz::within;

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "fuzz_support.hpp"
-#include "resp_parser.hpp"
+#include "resp/resp_parser.hpp"
 
 using percore::fuzz::within;
 using percore::kv::resp_limits;

@@ -12,7 +12,7 @@
 
 #include "db.hpp"
 #include "forward.hpp"
-#include "memcache_protocol.hpp"
+#include "memcache/memcache_protocol.hpp"
 #include "percore/sharded.hpp"
 #include "shards.hpp"
 

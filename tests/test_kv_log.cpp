@@ -19,17 +19,17 @@
 #include <vector>
 
 #include "db.hpp"
-#include "log_file.hpp"
-#include "log_format.hpp"
+#include "log/log_file.hpp"
+#include "log/log_format.hpp"
+#include "log/persistence.hpp"
 #include "percore/errors.hpp"
 #include "percore/fiber.hpp"
 #include "percore/metrics.hpp"
 #include "percore/smp.hpp"
 #include "percore/timer.hpp"
-#include "persistence.hpp"
 #include "persistence_setup.hpp"
 #include "shards.hpp"
-#include "store.hpp"
+#include "store/store.hpp"
 #include "temp_dir.hpp"
 #include "whole_files.hpp"
 

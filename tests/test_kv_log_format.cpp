@@ -17,8 +17,8 @@
 #include <string>
 #include <vector>
 
-#include "log_file.hpp"
-#include "log_format.hpp"
+#include "log/log_file.hpp"
+#include "log/log_format.hpp"
 #include "percore/errors.hpp"
 #include "percore/fiber.hpp"
 #include "shards.hpp"

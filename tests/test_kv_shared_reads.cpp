@@ -12,7 +12,7 @@
 #include "percore/fiber.hpp"
 #include "percore/smp.hpp"
 #include "shards.hpp"
-#include "store.hpp"
+#include "store/store.hpp"
 
 using namespace percore;
 using namespace percore::kv;

@@ -9,7 +9,7 @@
 
 #include "percore/timer.hpp"
 #include "shards.hpp"
-#include "store.hpp"
+#include "store/store.hpp"
 
 using namespace percore;
 using namespace percore::kv;

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "memcache_parser.hpp"
+#include "memcache/memcache_parser.hpp"
 
 using namespace percore::kv::memcache;
 

@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "../apps/kv/resp_commands.hpp"
-#include "../apps/kv/resp_parser.hpp"
-#include "../apps/kv/resp_writer.hpp"
+#include "resp/resp_commands.hpp"
+#include "resp/resp_parser.hpp"
+#include "resp/resp_writer.hpp"
 
 // The replacement operator new/delete below pair malloc with free, which GCC
 // cannot see through once they are inlined into std::allocator.

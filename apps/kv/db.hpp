@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "log/persistence.hpp"
 #include "percore/sharded.hpp"
-#include "persistence.hpp"
-#include "store.hpp"
+#include "store/store.hpp"
 
 namespace percore::kv {
 

@@ -11,7 +11,7 @@
 #include <string>
 #include <string_view>
 
-#include "store.hpp"
+#include "store/store.hpp"
 
 namespace percore::kv {
 

@@ -1,4 +1,4 @@
-#include "log_file.hpp"
+#include "log/log_file.hpp"
 
 #include <algorithm>
 #include <cerrno>

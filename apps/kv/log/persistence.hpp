@@ -20,13 +20,13 @@
 #include <string_view>
 #include <vector>
 
-#include "log_file.hpp"
+#include "log/log_file.hpp"
 #include "percore/clock.hpp"
 #include "percore/errors.hpp"
 #include "percore/future.hpp"
 #include "percore/metrics.hpp"
 #include "percore/sync.hpp"
-#include "store.hpp"
+#include "store/store.hpp"
 
 namespace percore {
 class task_queue;

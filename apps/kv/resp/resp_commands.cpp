@@ -1,6 +1,6 @@
 // The single-key Redis commands, with Redis 7.0's argument rules and error
 // wording (t_string.c, expire.c), and INCRBYFLOAT's float text.
-#include "resp_commands.hpp"
+#include "resp/resp_commands.hpp"
 
 #include <algorithm>
 #include <array>
@@ -12,8 +12,8 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "resp_parser.hpp"
-#include "resp_writer.hpp"
+#include "resp/resp_parser.hpp"
+#include "resp/resp_writer.hpp"
 
 namespace percore::kv {
 

@@ -22,7 +22,7 @@
 // round trip (microseconds when idle; the coordinator's own shard keeps
 // running). Not covered: a set refused for lack of memory on one shard after
 // commit leaves the others set (the store cannot undo).
-#include "resp_keyspace.hpp"
+#include "resp/resp_keyspace.hpp"
 
 #include <unistd.h>
 
@@ -39,9 +39,9 @@
 #include "percore/reactor.hpp"
 #include "percore/smp.hpp"
 #include "persistence_setup.hpp"
-#include "resp_parser.hpp"
-#include "resp_server.hpp"
-#include "resp_writer.hpp"
+#include "resp/resp_parser.hpp"
+#include "resp/resp_server.hpp"
+#include "resp/resp_writer.hpp"
 
 namespace percore::kv {
 

@@ -1,4 +1,4 @@
-#include "log_format.hpp"
+#include "log/log_format.hpp"
 
 #include <array>
 #include <cstring>

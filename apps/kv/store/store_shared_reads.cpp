@@ -14,7 +14,7 @@
 // this rule keeps allocated.
 #include <cstdlib>
 
-#include "store.hpp"
+#include "store/store.hpp"
 
 namespace percore::kv {
 

@@ -1,6 +1,6 @@
 // The Redis command table (names, arities, key positions, COMMAND DOCS text),
 // its lookup, and the name and glob matching the commands share.
-#include "resp_commands.hpp"
+#include "resp/resp_commands.hpp"
 
 #include <algorithm>
 #include <array>

@@ -10,8 +10,8 @@
 
 #include "percore/log.hpp"
 #include "percore/runtime.hpp"
-#include "resp_server.hpp"
-#include "resp_session.hpp"
+#include "resp/resp_server.hpp"
+#include "resp/resp_session.hpp"
 
 namespace percore::kv {
 

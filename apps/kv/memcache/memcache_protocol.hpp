@@ -22,7 +22,7 @@
 
 #include "db.hpp"
 #include "forward.hpp"
-#include "memcache_parser.hpp"
+#include "memcache/memcache_parser.hpp"
 
 namespace percore::kv::memcache {
 

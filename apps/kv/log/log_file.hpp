@@ -11,7 +11,7 @@
 #include <string>
 #include <string_view>
 
-#include "log_format.hpp"
+#include "log/log_format.hpp"
 #include "percore/aligned_buffer.hpp"
 #include "percore/dma_file.hpp"
 #include "percore/sync.hpp"

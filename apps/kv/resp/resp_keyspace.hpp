@@ -8,7 +8,7 @@
 #include <string>
 #include <string_view>
 
-#include "resp_commands.hpp"
+#include "resp/resp_commands.hpp"
 
 namespace percore::kv {
 

@@ -2,11 +2,11 @@
 // by evicting the least recently used items, and active expiry, which samples
 // the items that have an expiry and removes the expired ones. The structures
 // they work on are in store_eviction.hpp.
-#include "store_eviction.hpp"
+#include "store/store_eviction.hpp"
 
 #include <chrono>
 
-#include "store.hpp"
+#include "store/store.hpp"
 
 namespace percore::kv {
 

@@ -19,9 +19,9 @@
 #include "percore/future.hpp"
 #include "percore/net.hpp"
 #include "percore/sync.hpp"
-#include "resp_commands.hpp"
-#include "resp_parser.hpp"
-#include "store.hpp"
+#include "resp/resp_commands.hpp"
+#include "resp/resp_parser.hpp"
+#include "store/store.hpp"
 
 namespace percore::kv {
 

@@ -1,4 +1,4 @@
-#include "memcache_protocol.hpp"
+#include "memcache/memcache_protocol.hpp"
 
 #include <sys/resource.h>
 #include <unistd.h>

@@ -1,4 +1,4 @@
-#include "persistence.hpp"
+#include "log/persistence.hpp"
 
 #include <algorithm>
 #include <cerrno>

@@ -1,6 +1,6 @@
 // The Redis front end's listeners: accepting, admitting (--max-connections)
 // and running one resp_session per connection; start and stop on every shard.
-#include "resp_server.hpp"
+#include "resp/resp_server.hpp"
 
 #include <algorithm>
 #include <exception>
@@ -12,7 +12,7 @@
 #include "percore/reactor.hpp"
 #include "percore/smp.hpp"
 #include "percore/timer.hpp"
-#include "resp_session.hpp"
+#include "resp/resp_session.hpp"
 #include "server.hpp"
 
 namespace percore::kv {

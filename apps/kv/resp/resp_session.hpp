@@ -17,9 +17,9 @@
 
 #include "percore/clock.hpp"
 #include "percore/net.hpp"
-#include "resp_commands.hpp"
-#include "resp_parser.hpp"
-#include "resp_writer.hpp"
+#include "resp/resp_commands.hpp"
+#include "resp/resp_parser.hpp"
+#include "resp/resp_writer.hpp"
 
 namespace percore::kv {
 

@@ -1,7 +1,7 @@
 // RESP2 request parsing; mirrors Redis 7's processMultibulkBuffer and
 // processInlineBuffer (networking.c) so that the same bytes get the same
 // replies and the same protocol errors.
-#include "resp_parser.hpp"
+#include "resp/resp_parser.hpp"
 
 #include <algorithm>
 #include <climits>

@@ -7,12 +7,12 @@
 #include <chrono>
 #include <filesystem>
 
+#include "log/persistence.hpp"
 #include "percore/errors.hpp"
 #include "percore/fiber.hpp"
 #include "percore/log.hpp"
 #include "percore/scheduling.hpp"
 #include "percore/timer.hpp"
-#include "persistence.hpp"
 
 namespace percore::kv {
 

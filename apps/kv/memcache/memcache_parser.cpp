@@ -1,4 +1,4 @@
-#include "memcache_parser.hpp"
+#include "memcache/memcache_parser.hpp"
 
 #include <algorithm>
 #include <array>

@@ -53,7 +53,7 @@
 
 #include "percore/clock.hpp"
 #include "percore/timer.hpp"
-#include "store_eviction.hpp"
+#include "store/store_eviction.hpp"
 
 namespace percore::kv {
 

@@ -1,6 +1,6 @@
 // One Redis client connection: the loop that reads and parses its requests,
 // batches keyed ones per owner shard and writes the replies in order.
-#include "resp_session.hpp"
+#include "resp/resp_session.hpp"
 
 #include <algorithm>
 #include <array>
@@ -14,8 +14,8 @@
 #include "percore/reactor.hpp"
 #include "percore/smp.hpp"
 #include "persistence_setup.hpp"
-#include "resp_keyspace.hpp"
-#include "resp_server.hpp"
+#include "resp/resp_keyspace.hpp"
+#include "resp/resp_server.hpp"
 #include "server.hpp"
 
 namespace percore::kv {
