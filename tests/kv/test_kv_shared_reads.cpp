@@ -1,4 +1,4 @@
-// Shared reads of the kv store (store.hpp, "Shared reads"): another shard
+// Shared reads of the kv store (store/store.hpp, "Shared reads"): another shard
 // looks keys up in a store it does not own, without a cross-shard call.
 // First the answers, on one thread; then a reader shard hammering a store
 // while its owner rewrites, grows, empties and refills it: every hit must be

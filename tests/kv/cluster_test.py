@@ -29,7 +29,8 @@ import sys
 import tempfile
 import time
 
-import testlib
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import testlib  # tests/support/testlib.py
 
 SKIP = 77
 try:

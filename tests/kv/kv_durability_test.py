@@ -22,7 +22,8 @@ import threading
 import time
 import unittest
 
-import testlib
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import testlib  # tests/support/testlib.py
 from testlib import free_port
 
 testlib.require_modules("redis", "pymemcache.client.base")  # or runs /usr/bin/python3

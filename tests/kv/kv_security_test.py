@@ -4,11 +4,13 @@ unless told otherwise, and kv warns (one line at start) when it listens on
 another address with no password guarding it.
 usage: kv_security_test.py PATH/TO/kv PATH/TO/echo PATH/TO/skeleton
 """
+import os
 import socket
 import sys
 import unittest
 
-import testlib
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import testlib  # tests/support/testlib.py
 from testlib import free_port
 
 KV = ECHO = SKELETON = None

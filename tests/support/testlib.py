@@ -1,12 +1,12 @@
-"""What the Python integration tests (tests/*_test.py) share: a free port,
+"""What the Python integration tests (tests/AREA/*_test.py) share: a free port,
 the switch to Debian's python3 when a client library is missing, and a server
 process started, awaited, stopped and checked the same way everywhere.
 
-meson runs each test as `python3 tests/NAME_test.py ARGS...` (tests/meson.build),
-in the build dir, the sanitized one alike; Python puts the directory of the
-script it runs first on sys.path, so `import testlib` finds this file from
-any working dir. Standard library only: some tests run under whichever
-python3 is first on PATH.
+meson runs each test as `python3 tests/AREA/NAME_test.py ARGS...`
+(tests/meson.build), in the build dir, the sanitized one alike; each test puts
+tests/support (this file's directory, found from its own __file__) first on
+sys.path before `import testlib`, so it works from any working dir. Standard
+library only: some tests run under whichever python3 is first on PATH.
 """
 import importlib
 import os

@@ -8,7 +8,8 @@ import socket
 import sys
 import time
 
-import testlib
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import testlib  # tests/support/testlib.py
 
 
 def recv_exactly(sock, n):

@@ -17,7 +17,8 @@ import threading
 import time
 import unittest
 
-import testlib
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import testlib  # tests/support/testlib.py
 
 LOADGEN = ECHO = None
 

@@ -33,7 +33,8 @@ import subprocess
 import sys
 import tempfile
 
-import testlib
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import testlib  # tests/support/testlib.py
 
 REFERENCE_SOURCE = "apps/skeleton/main.cpp"
 REFERENCE_TARGET = "apps/skeleton/skeleton"
@@ -261,7 +262,7 @@ def main():
                         failures += 1
                 else:
                     print(f"FAIL {b.where()}: unknown block marking '```{b.lang} {' '.join(b.tags)}'"
-                          " (see tests/doc_snippets_test.py for the kinds)")
+                          " (see tests/docs/doc_snippets_test.py for the kinds)")
                     failures += 1
             if fragments:
                 failures += not check_fragments(rel, fragments, flags, build, scratch)

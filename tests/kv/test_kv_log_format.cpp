@@ -1,6 +1,6 @@
 // The kv log's format and files: records, generations, torn tails,
-// corruption in the middle, reused files and the appender (log_format.hpp,
-// log_file.hpp). The shard log itself is in test_kv_log.cpp. Files live
+// corruption in the middle, reused files and the appender (log/log_format.hpp,
+// log/log_file.hpp). The shard log itself is in test_kv_log.cpp. Files live
 // under $PERCORE_TEST_DIR or /var/tmp (a disk, not tmpfs).
 #include <fcntl.h>
 #include <sys/stat.h>

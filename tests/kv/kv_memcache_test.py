@@ -20,7 +20,8 @@ import unittest
 
 from pymemcache.client.base import Client
 
-import testlib
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import testlib  # tests/support/testlib.py
 from testlib import free_port
 
 KV = None
