@@ -451,7 +451,7 @@ void cmd_info(resp_shared& shared, argv_t argv, resp_writer& w) {
         line("keyspace_misses", total.store.get_misses);
         // Clients moved to the shard their keys live on (resp_session::run).
         line("percore_clients_moved", front.clients_moved);
-        // GETs answered from another shard's store without a hop (store.hpp).
+        // GETs answered from another shard's store without a hop (store/store.hpp).
         line("percore_shared_gets", total.store.shared_gets);
     }
     if (wanted("persistence", true)) {

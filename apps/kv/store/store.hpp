@@ -179,7 +179,7 @@ struct store_stats {
 };
 
 // Told of every change a store makes for its clients (the kv persistence
-// logs them; see persistence.hpp). Evictions and expiry removals are not
+// logs them; see log/persistence.hpp). Evictions and expiry removals are not
 // reported: a log replays to the same state minus what expired.
 class store_observer {
   public:
