@@ -1,5 +1,5 @@
 // libFuzzer target for the kv app's log record decoder
-// (apps/kv/log_format.hpp), which reads whatever a crash, a torn write or a
+// (apps/kv/log/log_format.hpp), which reads whatever a crash, a torn write or a
 // bad disk left in a log file. The input is used twice:
 //  - as a log file: records are decoded from the start the way scan_log()
 //    does, and every result must keep decode_record()'s contract (views in
@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "fuzz_support.hpp"
-#include "log_format.hpp"
+#include "log/log_format.hpp"
 
 using namespace percore::kv;
 using percore::fuzz::within;

@@ -1,5 +1,5 @@
 // libFuzzer target for the kv app's memcached text-protocol parser
-// (apps/kv/memcache_parser.hpp). The input is a byte stream as a client would
+// (apps/kv/memcache/memcache_parser.hpp). The input is a byte stream as a client would
 // send it. It is parsed twice, the way memcache::session does: once whole,
 // once arriving in reads of random sizes with consumed bytes dropped between
 // calls. Both must give the same requests and replies, every result must keep
@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "fuzz_support.hpp"
-#include "memcache_parser.hpp"
+#include "memcache/memcache_parser.hpp"
 
 using namespace percore::kv::memcache;
 using percore::fuzz::within;

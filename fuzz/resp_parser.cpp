@@ -1,5 +1,5 @@
 // libFuzzer target for the kv app's RESP2 request parser
-// (apps/kv/resp_parser.hpp). The input is a byte stream as a Redis client
+// (apps/kv/resp/resp_parser.hpp). The input is a byte stream as a Redis client
 // would send it (multibulk or inline). It is parsed twice, the way the RESP
 // connection does: once whole, once arriving in reads of random sizes, each
 // call on a fresh copy of the unconsumed bytes (the connection may move its
@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "fuzz_support.hpp"
-#include "resp_parser.hpp"
+#include "resp/resp_parser.hpp"
 
 using percore::fuzz::within;
 using percore::kv::resp_limits;

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "store.hpp"
+#include "store/store.hpp"
 
 using namespace percore::kv;
 

@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "log/persistence.hpp"
 #include "percore/sharded.hpp"
-#include "persistence.hpp"
-#include "store.hpp"
+#include "store/store.hpp"
 
 namespace percore::kv {
 
@@ -22,7 +22,7 @@ namespace percore::kv {
 struct db_config {
     std::size_t max_memory = std::size_t{1} << 30;  // total over all shards
     bool evict = true;                              // false: --no-evict
-    // GETs read another shard's store directly (store.hpp, "Shared reads")
+    // GETs read another shard's store directly (store/store.hpp, "Shared reads")
     // instead of a cross-shard call; false: --no-shared-reads. Off under
     // --fsync always, where a reply may show only what is durable.
     bool shared_reads = true;
@@ -71,7 +71,7 @@ class db_shard : public service<db_shard> {
     // This shard's part of the data.
     kv::store& store() noexcept { return store_; }
     // Shard `shard`'s store, for store::read_shared() only (the one use of a
-    // peer's instance from this thread; see store.hpp, "Shared reads"):
+    // peer's instance from this thread; see store/store.hpp, "Shared reads"):
     // nullptr unless shared reads are on.
     const kv::store* peer_store(unsigned shard) const noexcept {
         return shard < peers_.size() ? peers_[shard] : nullptr;

@@ -120,7 +120,7 @@ class forwarder {
 
   private:
     // Answers shard s's group here, without a call, when every operation in
-    // it is a read that s's store lets other shards make (store.hpp, "Shared
+    // it is a read that s's store lets other shards make (store/store.hpp, "Shared
     // reads"; Exec::can_read_shared / read_shared). False: send it.
     template <typename Exec>
     bool read_in_place(Exec& exec, unsigned s) {

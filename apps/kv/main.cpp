@@ -16,7 +16,7 @@
 #include "percore/log.hpp"
 #include "percore/sharded.hpp"
 #include "persistence_setup.hpp"
-#include "resp_server.hpp"
+#include "resp/resp_server.hpp"
 #include "server.hpp"
 
 namespace po = boost::program_options;

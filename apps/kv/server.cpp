@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <vector>
 
+#include "memcache/memcache_protocol.hpp"
 #include "percore/errors.hpp"
 #include "percore/fiber.hpp"
 #include "percore/log.hpp"

@@ -15,7 +15,7 @@
 
 #include "client_log.hpp"  // server.cpp's rate-limited client lines
 #include "db.hpp"
-#include "memcache_protocol.hpp"
+#include "forward.hpp"  // process_result
 #include "percore/net.hpp"
 #include "percore/sharded.hpp"
 #include "percore/sync.hpp"
