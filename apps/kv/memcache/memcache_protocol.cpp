@@ -206,21 +206,14 @@ bool session::executor::can_read_shared(std::uint32_t tag) const noexcept {
 bool session::executor::read_shared(const store& owner, std::uint32_t tag, std::string& out) const {
     const op& o = self->ops_[tag];
     const request& r = self->requests_[o.request];
-    const std::uint64_t hash = key_hash(o.key);
-    for (int attempt = 0; attempt < 3; ++attempt) {
-        const std::size_t mark = out.size();
-        const auto found = owner.read_shared(o.key, hash, this_shard_id(), [&](const item_view& v) {
-            if (!self->over_output_limit(out, v.value.size()))
-                append_value(out, v, r.cmd == command::gets);
-        });
-        if (found == store::shared_read::retry) {
-            out.resize(mark);
-            continue;
-        }
-        self->db_.local().store().count_shared_get(found == store::shared_read::hit);
-        return true;
-    }
-    return false;
+    const auto found = owner.read_shared_into(out, o.key, key_hash(o.key), this_shard_id(),
+                                              [&](const item_view& v) {
+                                                  if (!self->over_output_limit(out, v.value.size()))
+                                                      append_value(out, v, r.cmd == command::gets);
+                                              });
+    if (found == store::shared_read::retry) return false;
+    self->db_.local().store().count_shared_get(found == store::shared_read::hit);
+    return true;
 }
 
 void session::executor::run(db_shard& shard, std::uint32_t tag, std::string& out) const {

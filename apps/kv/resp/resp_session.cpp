@@ -130,22 +130,15 @@ bool resp_session::get_shared(unsigned owner, std::string_view key, std::uint64_
     const store& theirs = *shared_.stores[owner];
     if (!theirs.shared_reads_enabled()) return false;
     const unsigned self = this_shard_id();
-    for (int attempt = 0; attempt < 3; ++attempt) {
-        const std::size_t mark = out_.size();
-        const auto found = theirs.read_shared(
-            key, hash, self, [&](const item_view& item) { resp_writer(out_).bulk(item.value); });
-        if (found == store::shared_read::retry) {
-            out_.resize(mark);
-            continue;
-        }
-        if (found == store::shared_read::miss) resp_writer(out_).null_bulk();
-        shared_.stores[self]->count_shared_get(found == store::shared_read::hit);
-        // Still a request for that shard: a client reading one key there
-        // moves there too, where the key's lines stay in one core's cache.
-        note_owner(owner);
-        return true;
-    }
-    return false;
+    const auto found = theirs.read_shared_into(
+        out_, key, hash, self, [&](const item_view& item) { resp_writer(out_).bulk(item.value); });
+    if (found == store::shared_read::retry) return false;
+    if (found == store::shared_read::miss) resp_writer(out_).null_bulk();
+    shared_.stores[self]->count_shared_get(found == store::shared_read::hit);
+    // Still a request for that shard: a client reading one key there moves
+    // there too, where the key's lines stay in one core's cache.
+    note_owner(owner);
+    return true;
 }
 
 void resp_session::note_owner(unsigned shard) noexcept {

@@ -57,6 +57,7 @@
 #include <new>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -264,6 +265,21 @@ class store {
     template <typename Copy>
     shared_read read_shared(std::string_view key, std::uint64_t hash, unsigned reader,
                             Copy&& copy) const;
+    // read_shared() for a reply: copy() appends to `out`; what a read that a
+    // write raced appended is cut off again and the read retried, three
+    // times at most. hit or miss; retry if writes kept racing (then `out`
+    // is as it was and the caller asks the owner instead).
+    template <typename Copy>
+    shared_read read_shared_into(std::string& out, std::string_view key, std::uint64_t hash,
+                                 unsigned reader, Copy&& copy) const {
+        for (int attempt = 0; attempt < 3; ++attempt) {
+            const std::size_t mark = out.size();
+            const shared_read found = read_shared(key, hash, reader, copy);
+            if (found != shared_read::retry) return found;
+            out.resize(mark);
+        }
+        return shared_read::retry;
+    }
     // Counts a read_shared() GET in this (the reader's) store's statistics.
     void count_shared_get(bool hit) noexcept {
         ++stats_.cmd_get;
